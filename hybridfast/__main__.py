@@ -1,0 +1,3 @@
+from hybridfast.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Datasets: records, loaders, the article split (XQuAD family), LAReQA pools, BEIR, Tatoeba."""

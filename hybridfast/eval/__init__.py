@@ -1,0 +1,1 @@
+"""Evaluation: LAReQA mAP and language bias, BEIR, Tatoeba, paired significance tests."""

@@ -1,0 +1,1 @@
+"""Fused Triton kernels: similarity matrix + InfoNCE loss, masked pooling (forward and backward)."""

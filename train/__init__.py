@@ -1,0 +1,1 @@
+"""Training: config, hybrid batches, global-negative loss, accelerate + DeepSpeed loop."""
