@@ -1,11 +1,450 @@
-"""`hybridfast bench kernels`: fused kernels vs naive and chunked-torch baselines."""
+"""`hybridfast bench kernels`: fused kernels vs naive and chunked-torch baselines.
+
+Every contrastive row is forward + backward (gradients of q and p) at M = N (or N = 8·M with group masking for
+the hard-negative rows), timed as the median of CUDA-event (GPU) or wall-clock (CPU) measurements after warm-up
+(the warm-up includes Triton compilation and autotuning). Throughput counts 8·M·N·d FLOP for every backend (the
+fused path's work: 2·M·N·d forward, 6·M·N·d backward), reported as TFLOP/s and as a fraction of a bf16 8192³ matmul
+measured in the same run. Extra memory is the peak allocated during one step minus what was allocated before it,
+minus the two gradients the step returns. Pooling rows report effective bytes/s (bytes read + written once)
+against a device-to-device copy measured in the same run.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
 import typer
 
+GPU_SIZES = (4096, 16384, 32768, 65536)
+CPU_SIZES = (256, 1024)
+QUICK_GPU_SIZES = (4096, 16384)
+DEFAULT_DIMS = (384, 768)
+# Naive InfoNCE holds ~12 bytes per logit at its peak (fp32 logits, softmax, gradient): 48 GiB at 65,536².
+NAIVE_BYTES_PER_LOGIT = 12
+GIB = 1024**3
 
-def bench_kernels_command() -> None:
-    """Benchmark the fused contrastive loss and pooling against baselines."""
-    typer.echo("hybridfast bench kernels: not implemented yet", err=True)
-    raise typer.Exit(1)
+
+@dataclass
+class KernelBenchConfig:
+    """What to run: sizes are M (= N for the main sweep), dims are d."""
+
+    sizes: tuple[int, ...]
+    dims: tuple[int, ...]
+    dtype: str
+    repeats: int
+    backends: tuple[str, ...]
+    out_dir: Path
+    device: str
+    extras: bool
+    time_budget_s: float
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        _torch().cuda.synchronize()
+
+
+def time_ms(fn: Callable[[], object], device: str, repeats: int, max_seconds: float = 3.0) -> list[float]:
+    """Milliseconds of ``repeats`` calls after one warm-up call (at least 3 timed, stopping after max_seconds)."""
+    torch = _torch()
+    fn()
+    _sync(device)
+    times: list[float] = []
+    start = time.monotonic()
+    while len(times) < repeats and (len(times) < 3 or time.monotonic() - start < max_seconds):
+        if device == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def peak_extra_bytes(fn: Callable[[], object], device: str, returned_bytes: int) -> int | None:
+    """Peak memory one call allocates beyond what existed before it, minus the bytes it returns (CUDA only)."""
+    if device != "cuda":
+        return None
+    torch = _torch()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base - returned_bytes
+    del out
+    return max(0, peak)
+
+
+def _dtype(name: str):
+    torch = _torch()
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "float32": torch.float32, "fp32": torch.float32}
+    if name not in table:
+        raise typer.BadParameter(f"dtype must be one of {sorted(table)}, got {name!r}")
+    return table[name]
+
+
+def matmul_ceiling(device: str, dtype_name: str) -> dict[str, Any]:
+    """TFLOP/s of one square matmul (8192³ bf16 on GPU, 1024³ of the benchmark dtype on CPU)."""
+    torch = _torch()
+    size = 8192 if device == "cuda" else 1024
+    dtype = torch.bfloat16 if device == "cuda" else _dtype(dtype_name)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    ms = statistics.median(time_ms(lambda: a @ b, device, 20))
+    return {"op": "matmul", "size": size, "dtype": str(dtype).removeprefix("torch."), "ms": ms,
+            "tflops": 2 * size**3 / ms / 1e9}
+
+
+def copy_bandwidth(device: str, nbytes: int) -> dict[str, Any]:
+    """Bytes read + written per second by a device copy of ``nbytes``."""
+    torch = _torch()
+    src = torch.empty(nbytes // 2, device=device, dtype=torch.bfloat16).normal_()
+    dst = torch.empty_like(src)
+    ms = statistics.median(time_ms(lambda: dst.copy_(src), device, 20))
+    return {"op": "copy", "bytes": nbytes, "ms": ms, "gbps": 2 * nbytes / ms / 1e6}
+
+
+def _loss_case(
+    m: int, n: int, d: int, dtype, device: str, grouped: bool, seed: int
+) -> tuple[Any, Any, tuple[Any, Any] | None]:
+    """Row-normalized q [m, d], p [n, d] (requiring grad) and, if grouped, parallel-data group ids."""
+    torch = _torch()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    q = torch.nn.functional.normalize(torch.randn(m, d, device=device, generator=gen), dim=1).to(dtype)
+    p = torch.nn.functional.normalize(torch.randn(n, d, device=device, generator=gen), dim=1).to(dtype)
+    groups = None
+    if grouped:
+        # Parallel-data shape: 4 language versions per question; hard negatives from random questions.
+        group_q = torch.arange(m, device=device) // 4
+        group_p = torch.cat([group_q, torch.randint(0, max(1, m // 4), (n - m,), device=device, generator=gen)])
+        groups = (group_q, group_p)
+    return q.requires_grad_(), p.requires_grad_(), groups
+
+
+def bench_loss(
+    backend: str, m: int, n: int, d: int, dtype, device: str, repeats: int, *,
+    symmetric: bool = False, grouped: bool = False, ceiling_tflops: float | None = None,
+) -> dict[str, Any]:
+    """One forward+backward row of ``contrastive_loss``."""
+    torch = _torch()
+    from hybridfast.kernels import contrastive_loss
+
+    row: dict[str, Any] = {"op": "contrastive_loss", "backend": backend, "m": m, "n": n, "d": d,
+                           "dtype": str(dtype).removeprefix("torch."), "symmetric": symmetric, "grouped": grouped}
+    if backend == "naive" and device == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+        need = NAIVE_BYTES_PER_LOGIT * m * n
+        if need > 0.85 * free:
+            row["status"] = f"skipped: naive needs ~{need / GIB:.0f} GiB, {free / GIB:.0f} GiB free"
+            return row
+    q, p, groups = _loss_case(m, n, d, dtype, device, grouped, seed=m + n + d)
+
+    def step() -> tuple[Any, ...]:
+        loss = contrastive_loss(q, p, temperature=0.05, group_ids=groups, symmetric=symmetric,
+                                backend=backend)
+        return torch.autograd.grad(loss, (q, p))
+
+    try:
+        times = time_ms(step, device, repeats)
+        extra = peak_extra_bytes(step, device, (m + n) * d * q.element_size())
+    except torch.OutOfMemoryError as err:
+        row["status"] = f"out of memory: {str(err).splitlines()[0]}"
+        return row
+    except Exception as err:  # one failing row must not end a sweep that costs GPU time
+        row["status"] = f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return row
+    ms = statistics.median(times)
+    flops = 8 * m * n * d
+    row.update(status="ok", ms=ms, times_ms=times, tflops=flops / ms / 1e9,
+               extra_gib=None if extra is None else extra / GIB)
+    if ceiling_tflops:
+        row["fraction_of_ceiling"] = row["tflops"] / ceiling_tflops
+    return row
+
+
+def bench_pooling(
+    device: str, dtype, backends: tuple[str, ...], copy_gbps: float | None, repeats: int
+) -> list[dict[str, Any]]:
+    """pool / pool_varlen forward and forward+backward as effective bytes/s on [B, L, d]."""
+    torch = _torch()
+    from hybridfast.kernels import pool, pool_varlen
+
+    b, seq, d = (1024, 512, 768) if device == "cuda" else (16, 64, 128)
+    gen = torch.Generator(device=device).manual_seed(0)
+    hidden = torch.randn(b, seq, d, device=device, dtype=dtype, generator=gen)
+    lengths = torch.randint(seq // 8, seq + 1, (b,), device=device, generator=gen)
+    mask = torch.arange(seq, device=device)[None, :] < lengths[:, None]
+    packed = hidden[mask].contiguous()
+    cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    rows = []
+    for name, x, call in (
+        ("pool", hidden, lambda x, be: pool(x, mask, backend=be)),
+        ("pool_varlen", packed, lambda x, be: pool_varlen(x, cu_seqlens, backend=be)),
+    ):
+        read = x.numel() * x.element_size() + (mask.numel() if name == "pool" else cu_seqlens.numel() * 4)
+        written = b * d * x.element_size()
+        for backend in backends:
+            if backend == "naive" or (backend == "triton" and device != "cuda"):
+                continue
+            xg = x.detach().clone().requires_grad_()
+            fwd = statistics.median(time_ms(lambda x=x, be=backend, call=call: call(x, be), device, repeats))
+            grad_out = torch.randn(b, d, device=device, dtype=dtype)
+
+            def fwd_bwd(xg=xg, be=backend, call=call, grad_out=grad_out) -> Any:
+                return torch.autograd.grad(call(xg, be), xg, grad_out)
+
+            both = statistics.median(time_ms(fwd_bwd, device, repeats))
+            # Backward reads the pooled gradient (and stats) and writes a gradient as large as the input.
+            both_bytes = read + written + written + x.numel() * x.element_size()
+            for phase, ms, nbytes in (("forward", fwd, read + written), ("forward+backward", both, both_bytes)):
+                gbps = nbytes / ms / 1e6
+                rows.append({"op": name, "backend": backend, "phase": phase, "shape": [b, seq, d],
+                             "dtype": str(dtype).removeprefix("torch."), "ms": ms, "bytes": nbytes, "gbps": gbps,
+                             "fraction_of_copy": gbps / copy_gbps if copy_gbps else None, "status": "ok"})
+    return rows
+
+
+def _main_cases(cfg: KernelBenchConfig) -> list[tuple[int, int]]:
+    """(size, d) in the order that matters most first: the issue's target shapes, then the rest."""
+    targets = [(65536, 768), (32768, 768), (65536, 384), (4096, 768), (4096, 384)]
+    cases = [(s, d) for s, d in targets if s in cfg.sizes and d in cfg.dims]
+    cases += [(s, d) for s in sorted(cfg.sizes) for d in cfg.dims if (s, d) not in cases]
+    return cases
+
+
+def _extra_cases(cfg: KernelBenchConfig) -> list[tuple[str, int, int, int]]:
+    """(kind, M, N, d) for the symmetric and hard-negative (N = 8·M, grouped) rows."""
+    d = 768 if 768 in cfg.dims else cfg.dims[-1]
+    if cfg.device == "cuda":
+        sym = [s for s in (16384, 32768) if s in cfg.sizes or not cfg.sizes]
+        return ([("symmetric", s, s, d) for s in sym]
+                + [("one-direction-grouped", s, s, d) for s in (16384, 32768)]
+                + [("hard-negatives", m, 8 * m, d) for m in (2048, 4096, 8192)])
+    small = min(cfg.sizes)
+    return [("symmetric", small, small, d), ("hard-negatives", small // 4, 2 * small, d)]
+
+
+def run_kernel_benchmark(cfg: KernelBenchConfig) -> dict[str, Any]:
+    """Run the sweep, write ``kernels-<card>-<time>.json`` and ``.png`` under cfg.out_dir; return the record."""
+    torch = _torch()
+    import triton
+
+    started = time.monotonic()
+    dtype = _dtype(cfg.dtype)
+    device = cfg.device
+    card = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    ceiling = matmul_ceiling(device, cfg.dtype)
+    copy = copy_bandwidth(device, 1 * GIB if device == "cuda" else 64 * 1024**2)
+    record: dict[str, Any] = {
+        "card": card, "device": device, "torch": torch.__version__, "triton": triton.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "config": {
+            **{k: v for k, v in asdict(cfg).items() if k != "out_dir"}},
+        "matmul_ceiling": ceiling, "copy": copy, "rows": [],
+    }
+    rows: list[dict[str, Any]] = record["rows"]
+
+    def over_budget() -> bool:
+        return time.monotonic() - started > cfg.time_budget_s
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "times_ms"}
+        typer.echo(json.dumps(shown))
+
+    backends = [b for b in cfg.backends if b != "triton" or device == "cuda"]
+    for size, d in _main_cases(cfg):
+        for backend in backends:
+            if over_budget():
+                add({"op": "contrastive_loss", "backend": backend, "m": size, "n": size, "d": d,
+                     "status": "skipped: time budget"})
+                continue
+            add(bench_loss(backend, size, size, d, dtype, device, cfg.repeats, ceiling_tflops=ceiling["tflops"]))
+    if cfg.extras:
+        fused = "triton" if "triton" in backends else "torch"
+        for kind, m, n, d in _extra_cases(cfg):
+            if over_budget():
+                add({"op": "contrastive_loss", "kind": kind, "m": m, "n": n, "d": d,
+                     "status": "skipped: time budget"})
+                continue
+            row = bench_loss(fused, m, n, d, dtype, device, cfg.repeats, symmetric=kind == "symmetric",
+                             grouped=kind != "symmetric", ceiling_tflops=ceiling["tflops"])
+            row["kind"] = kind
+            add(row)
+        if not over_budget():
+            pool_backends = tuple(b for b in ("triton", "torch") if b in backends)
+            try:
+                for row in bench_pooling(device, dtype, pool_backends, copy["gbps"], max(cfg.repeats, 10)):
+                    add(row)
+            except Exception as err:  # pooling is another module's kernel: record, keep the loss rows
+                add({"op": "pool", "status": f"error: {type(err).__name__}: {err}"})
+    record["elapsed_s"] = time.monotonic() - started
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"kernels-{_slug(card)}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    json_path = cfg.out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(record, indent=2))
+    png_path = cfg.out_dir / f"{stem}.png"
+    plot_kernel_benchmark(record, png_path)
+    md_path = cfg.out_dir / f"{stem}.md"
+    md_path.write_text(markdown_summary(record))
+    record["files"] = [str(json_path), str(png_path), str(md_path)]
+    return record
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown_summary(record: dict[str, Any]) -> str:
+    """Markdown tables of one run: the main sweep (with speed-up over naive), extras and pooling."""
+    ceiling = record["matmul_ceiling"]
+    lines = [
+        f"{record['card']}, torch {record['torch']}, triton {record['triton']}, {record['date']}; "
+        f"matmul ceiling {ceiling['tflops']:.0f} TFLOP/s ({ceiling['dtype']} {ceiling['size']}³), "
+        f"copy {record['copy']['gbps']:.0f} GB/s.",
+        "",
+        "| M = N | d | backend | ms | TFLOP/s (8·M·N·d) | of ceiling | extra GiB | vs naive |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    loss_rows = [r for r in record["rows"] if r.get("op") == "contrastive_loss"]
+    main = [r for r in loss_rows if "kind" not in r]
+    naive = {(r["m"], r["d"]): r.get("ms") for r in main if r["backend"] == "naive" and r.get("status") == "ok"}
+    for r in sorted(main, key=lambda r: (r["d"], r["m"], r["backend"])):
+        if r.get("status") != "ok":
+            lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r.get('status')} | | | | |")
+            continue
+        base = naive.get((r["m"], r["d"]))
+        speedup = f"{base / r['ms']:.2f}×" if base else "–"
+        lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r['ms']:.2f} | {r['tflops']:.3g} | "
+                     f"{_fmt(r.get('fraction_of_ceiling'))} | {_fmt(r.get('extra_gib'), 3)} | {speedup} |")
+    one_way = {(r["m"], r["d"], r["backend"]): r.get("ms") for r in main if r.get("status") == "ok"}
+    extras = [r for r in loss_rows if "kind" in r]
+    if extras:
+        lines += ["", "| kind | M | N | d | backend | ms | TFLOP/s | extra GiB | ratio to one direction |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in extras:
+            if r.get("status") != "ok":
+                lines.append(f"| {r['kind']} | {r['m']} | {r['n']} | {r['d']} | | {r.get('status')} | | | |")
+                continue
+            base = one_way.get((r["m"], r["d"], r["backend"])) if r["m"] == r["n"] else None
+            ratio = f"{r['ms'] / base:.2f}×" if base else "–"
+            lines.append(f"| {r['kind']} | {r['m']} | {r['n']} | {r['d']} | {r['backend']} | {r['ms']:.2f} | "
+                         f"{r['tflops']:.3g} | {_fmt(r.get('extra_gib'), 3)} | {ratio} |")
+    pools = [r for r in record["rows"] if r.get("op") in ("pool", "pool_varlen")]
+    if pools:
+        lines += ["", "| op | backend | phase | ms | GB/s | of copy |", "|---|---|---|---|---|---|"]
+        for r in pools:
+            if r.get("status") != "ok":
+                lines.append(f"| {r['op']} | | | {r.get('status')} | | |")
+                continue
+            lines.append(f"| {r['op']} | {r['backend']} | {r['phase']} | {r['ms']:.3f} | {r['gbps']:.3g} | "
+                         f"{_fmt(r.get('fraction_of_copy'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:40]
+
+
+def plot_kernel_benchmark(record: dict[str, Any], path: Path) -> None:
+    """Time and extra memory against M = N, one line per (backend, d), from the main sweep's rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [r for r in record["rows"] if r.get("op") == "contrastive_loss" and r.get("status") == "ok"
+            and "kind" not in r]
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for backend, d in sorted({(r["backend"], r["d"]) for r in main}):
+        pts = sorted((r["m"], r["ms"], r.get("extra_gib")) for r in main if r["backend"] == backend and r["d"] == d)
+        ax_t.plot([x for x, _, _ in pts], [t for _, t, _ in pts], marker="o", label=f"{backend}, d={d}")
+        mem = [(x, g) for x, _, g in pts if g is not None]
+        if mem:
+            ax_m.plot([x for x, _ in mem], [g for _, g in mem], marker="o", label=f"{backend}, d={d}")
+    for ax, label in ((ax_t, "forward+backward (ms)"), (ax_m, "extra memory (GiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("M = N")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"contrastive_loss, {record['card']} (torch {record['torch']}, triton {record['triton']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _ints(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as err:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from err
+
+
+def bench_kernels_command(
+    sizes: str = typer.Option("", "--sizes", help="Comma-separated M = N sizes. Default: 4096,16384,32768,65536 "
+                              "on a GPU (4096,16384 with --quick), 256,1024 on CPU."),
+    dims: str = typer.Option("384,768", "--dims", help="Comma-separated embedding sizes d."),
+    dtype: str = typer.Option("auto", "--dtype", help="bfloat16 | float16 | float32; auto: bfloat16 on a GPU, "
+                              "float32 on CPU."),
+    repeats: int = typer.Option(10, "--repeats", min=1, help="Timed calls per row after one warm-up call "
+                                "(fewer for rows slower than ~1 s)."),
+    out_dir: Path = typer.Option(Path("benchmarks/results"), "--out-dir", help="Where the JSON and PNG go."),
+    backends: str = typer.Option("triton,naive,torch", "--backends", help="Comma-separated contrastive_loss "
+                                 "backends to compare (triton runs only on a GPU)."),
+    device: str = typer.Option("auto", "--device", help="cuda | cpu | auto (cuda when available)."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes and 3 repeats: a smoke run."),
+    extras: bool = typer.Option(True, "--extras/--no-extras", help="Also symmetric, hard-negative (N = 8·M, "
+                                "group-masked) and pooling rows."),
+    time_budget: float = typer.Option(420.0, "--time-budget", help="Seconds; rows that would start later are "
+                                      "recorded as skipped."),
+) -> None:
+    """Benchmark the fused contrastive loss and pooling against naive and chunked-torch baselines.
+
+    Times forward+backward (median after warm-up), peak extra memory and TFLOP/s (8·M·N·d) against a bf16
+    matmul measured in the same run; pooling as bytes/s against a device copy. Writes JSON and a PNG plot.
+    """
+    torch = _torch()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cuda", "cpu"):
+        raise typer.BadParameter(f"device must be cuda, cpu or auto, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("--device cuda but no CUDA device is available")
+    size_list = _ints(sizes) or (CPU_SIZES if device == "cpu" else QUICK_GPU_SIZES if quick else GPU_SIZES)
+    names = tuple(b.strip() for b in backends.split(",") if b.strip())
+    unknown = set(names) - {"triton", "naive", "torch"}
+    if unknown:
+        raise typer.BadParameter(f"unknown backends {sorted(unknown)}; choose from triton, naive, torch")
+    cfg = KernelBenchConfig(
+        sizes=size_list, dims=_ints(dims) or DEFAULT_DIMS,
+        dtype=("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype,
+        repeats=3 if quick else repeats, backends=names, out_dir=out_dir, device=device, extras=extras,
+        time_budget_s=time_budget,
+    )
+    record = run_kernel_benchmark(cfg)
+    typer.echo(f"wrote {', '.join(record['files'])} in {record['elapsed_s']:.0f} s")

@@ -1,0 +1,581 @@
+"""Fused InfoNCE contrastive loss: Triton kernels, a chunked PyTorch path and the autograd Function.
+
+For queries ``q`` [M, d], candidates ``p`` [N, d], scores ``s_ij = q_i · p_j``, temperature τ and the positive
+column ``l_i`` of each query, the InfoNCE loss (van den Oord et al., 2018, arXiv 1807.03748) is
+
+    loss_i = -s(i, l_i)/τ + log Σ_{j kept} exp(s(i, j)/τ),
+
+where candidate j is *kept* for query i unless both carry the same group id and j ≠ l_i (false-negative masking).
+The symmetric (candidate → query) direction uses the same kept-mask read by columns: for the positive column
+``c = l_i`` of query i
+
+    loss'_i = -s(i, c)/τ + log Σ_{k kept for column c} exp(s(k, c)/τ),
+
+where query k is kept for column c unless it shares c's group and c is not its own positive. When several queries
+share one positive column they all stay in that column's denominator and each contributes its own term, as a
+multi-positive softmax counted per query. The symmetric per-query loss is ``(loss_i + loss'_i) / 2``.
+
+Forward (the FlashAttention online softmax, Dao et al., 2022, arXiv 2205.14135): a grid over row blocks × column
+splits computes score tiles ``tl.dot(q_tile, p_tileᵀ)`` over K-chunks of d in fp32, then keeps a running maximum
+``m`` and sum ``l`` of ``exp2(s·log2(e)/τ - m)`` per row, so nothing of size M×N is stored. Each program writes
+its split's (m, l) and the positive score; a tiny reduction in PyTorch merges splits into the row log-sum-exp
+(base 2). For ``symmetric=True`` the same tiles also give per-(row-block, column) partial column (max, sum) into a
+[ceil(M/BLOCK_M), N] fp32 buffer, merged afterwards into the column log-sum-exp: no second pass over the scores.
+
+Backward: with upstream gradient g_i of loss_i, ``dS_ij = ∂L/∂s_ij = (g_i/τ)·(P_ij - 1[j = l_i])``
+(plus, when symmetric, ``(w_j/τ)·Pᶜ_ij - (g'_i/τ)·1[j = l_i]`` with ``w_j = Σ_{i: l_i = j} g'_i`` and the column
+softmax Pᶜ). For row chunks that fit a bounded buffer, a Triton kernel recomputes the score tiles and writes dS in
+the input dtype (tensor-core friendly), then two cuBLAS matmuls form ``dQ[chunk] = dS·P`` and
+``dP += dSᵀ·Q[chunk]`` with fp32 accumulation. FLOPs: 2·M·N·d forward + 6·M·N·d backward = 8·M·N·d.
+The temperature gradient needs no extra pass: logits are s/τ, so
+``∂L/∂τ = -(1/τ)·Σ_ij dS_ij·s_ij = -(1/τ)·Σ_i q_i·dQ_i``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = math.log2(math.e)
+LN2 = math.log(2.0)
+# Finite stand-in for -inf as the start of a running maximum: exp2(-inf - NEG_BIG) is 0, never NaN.
+NEG_BIG = -1.0e30
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# HYBRIDFAST_AUTOTUNE=0 pins one config on the GPU (tests: many shapes, few compiles).
+AUTOTUNE = os.environ.get("HYBRIDFAST_AUTOTUNE", "1") != "0" and not INTERPRET
+
+# Bytes of the backward's dS row-chunk buffer (and of the torch path's score chunk): the memory bound.
+BUFFER_BYTES = 256 * 1024**2
+# Row block of the Triton kernels; column splits are aligned to the widest column tile.
+BLOCK_M = 16 if INTERPRET else 128
+SPLIT_ALIGN = 16 if INTERPRET else 128
+
+
+def _configs() -> list[triton.Config]:
+    if not AUTOTUNE:
+        if INTERPRET:
+            return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3)]
+    return [
+        triton.Config({"BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
+        triton.Config({"BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
+    ]
+
+
+_HEURISTICS = {"EVEN_K": lambda args: args["D"] % args["BLOCK_K"] == 0}
+
+
+@triton.jit
+def _score_tile(
+    q_ptr, p_ptr, rows, cols, row_ok, col_ok, D, stride_q, stride_p,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    EVEN_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """s[BLOCK_M, BLOCK_N] = q[rows] · p[cols]ᵀ in fp32, over K-chunks of d (tail masked).
+
+    UPCAST converts the tiles to fp32 before the dot: the interpreter (triton 3.9) computes bf16 ``tl.dot``
+    wrongly, and a bf16 product is exact in fp32, so the result is the tensor-core result.
+    """
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    ks = tl.arange(0, BLOCK_K)
+    q_rows = q_ptr + rows.to(tl.int64)[:, None] * stride_q
+    p_rows = p_ptr + cols.to(tl.int64)[:, None] * stride_p
+    for k0 in range(0, D, BLOCK_K):
+        kk = k0 + ks
+        if EVEN_K:
+            a = tl.load(q_rows + kk[None, :], mask=row_ok[:, None], other=0.0)
+            b = tl.load(p_rows + kk[None, :], mask=col_ok[:, None], other=0.0)
+        else:
+            k_ok = kk < D
+            a = tl.load(q_rows + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            b = tl.load(p_rows + kk[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, tl.trans(b), acc, input_precision=INPUT_PRECISION)
+    return acc
+
+
+@triton.autotune(configs=_configs(), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
+@triton.heuristics(_HEURISTICS)
+@triton.jit(do_not_specialize=["M", "N", "cols_per_split"])
+def _forward_kernel(
+    q_ptr, p_ptr, labels_ptr, gq_ptr, gp_ptr, scale2_ptr,
+    m_part_ptr, l_part_ptr, pos_part_ptr, col_m_ptr, col_l_ptr,
+    M, N, D, stride_q, stride_p, cols_per_split,
+    HAS_GROUPS: tl.constexpr, SYMMETRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+):
+    """Per (row block, column split): online base-2 softmax statistics and the positive's score."""
+    pid_m = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    labels = tl.load(labels_ptr + rows, mask=row_ok, other=-1)
+    if HAS_GROUPS:
+        gq = tl.load(gq_ptr + rows, mask=row_ok, other=0)
+    scale2 = tl.load(scale2_ptr)
+    m_i = tl.full((BLOCK_M,), -1.0e30, dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    pos = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    n_lo = pid_s * cols_per_split
+    n_hi = tl.minimum(n_lo + cols_per_split, N)
+    for n0 in range(n_lo, n_hi, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_hi
+        s = _score_tile(q_ptr, p_ptr, rows, cols, row_ok, col_ok, D, stride_q, stride_p,
+                        BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, INPUT_PRECISION, UPCAST)
+        is_pos = cols[None, :] == labels[:, None]
+        pos += tl.sum(tl.where(is_pos, s, 0.0), axis=1)
+        kept = row_ok[:, None] & col_ok[None, :]
+        if HAS_GROUPS:
+            gp = tl.load(gp_ptr + cols, mask=col_ok, other=0)
+            kept = kept & ((gq[:, None] != gp[None, :]) | is_pos)
+        z = tl.where(kept, s * scale2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(z, axis=1))
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(z - m_new[:, None]), axis=1)
+        m_i = m_new
+        if SYMMETRIC:
+            cm = tl.maximum(tl.max(z, axis=0), -1.0e30)
+            cl = tl.sum(tl.exp2(z - cm[None, :]), axis=0)
+            col_off = pid_m.to(tl.int64) * N + cols
+            tl.store(col_m_ptr + col_off, cm, mask=col_ok)
+            tl.store(col_l_ptr + col_off, cl, mask=col_ok)
+    part = pid_s.to(tl.int64) * M + rows
+    tl.store(m_part_ptr + part, m_i, mask=row_ok)
+    tl.store(l_part_ptr + part, l_i, mask=row_ok)
+    tl.store(pos_part_ptr + part, pos, mask=row_ok)
+
+
+@triton.autotune(configs=_configs(), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
+@triton.heuristics(_HEURISTICS)
+@triton.jit(do_not_specialize=["row0", "R", "N"])
+def _grad_scores_kernel(
+    q_ptr, p_ptr, labels_ptr, gq_ptr, gp_ptr, scale2_ptr,
+    lse2_ptr, g_row_ptr, g_diag_ptr, g_col_ptr, col_lse2_ptr, ds_scale_ptr, ds_ptr,
+    row0, R, N, D, stride_q, stride_p,
+    HAS_GROUPS: tl.constexpr, SYMMETRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+):
+    """One tile of σ·dS for rows [row0, row0 + R): recompute s, then the softmax gradient (σ: power of 2)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    local = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = local < R
+    rows = row0 + local
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    s = _score_tile(q_ptr, p_ptr, rows, cols, row_ok, col_ok, D, stride_q, stride_p,
+                    BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, INPUT_PRECISION, UPCAST)
+    scale2 = tl.load(scale2_ptr)
+    labels = tl.load(labels_ptr + rows, mask=row_ok, other=-1)
+    lse2 = tl.load(lse2_ptr + rows, mask=row_ok, other=0.0)
+    g_row = tl.load(g_row_ptr + rows, mask=row_ok, other=0.0)
+    g_diag = tl.load(g_diag_ptr + rows, mask=row_ok, other=0.0)
+    is_pos = cols[None, :] == labels[:, None]
+    kept = row_ok[:, None] & col_ok[None, :]
+    if HAS_GROUPS:
+        gq = tl.load(gq_ptr + rows, mask=row_ok, other=0)
+        gp = tl.load(gp_ptr + cols, mask=col_ok, other=0)
+        kept = kept & ((gq[:, None] != gp[None, :]) | is_pos)
+    z = tl.where(kept, s * scale2, float("-inf"))
+    ds = g_row[:, None] * tl.exp2(z - lse2[:, None])
+    if SYMMETRIC:
+        g_col = tl.load(g_col_ptr + cols, mask=col_ok, other=0.0)
+        col_lse2 = tl.load(col_lse2_ptr + cols, mask=col_ok, other=float("inf"))
+        ds += g_col[None, :] * tl.exp2(z - col_lse2[None, :])
+    ds += tl.where(is_pos, g_diag[:, None], 0.0)
+    ds = ds * tl.load(ds_scale_ptr)
+    out = ds_ptr + local.to(tl.int64)[:, None] * N + cols[None, :]
+    tl.store(out, ds.to(ds_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
+@dataclass
+class Problem:
+    """One validated loss problem: contiguous inputs, int64 labels, optional groups, a 0-dim τ."""
+
+    q: torch.Tensor
+    p: torch.Tensor
+    labels: torch.Tensor
+    group_q: torch.Tensor | None
+    group_p: torch.Tensor | None
+    symmetric: bool
+    allow_tf32: bool
+
+    @property
+    def stats_dtype(self) -> torch.dtype:
+        return torch.float64 if self.q.dtype == torch.float64 else torch.float32
+
+
+@dataclass
+class Stats:
+    """What the forward keeps for the backward: base-2 log-sum-exps (rows [M]; columns [N] if symmetric)."""
+
+    lse2: torch.Tensor
+    col_lse2: torch.Tensor | None
+
+
+def _kept(problem: Problem, r0: int, r1: int) -> torch.Tensor | None:
+    """Kept-mask [r1 - r0, N] of the rows' denominators, or None when nothing is masked."""
+    if problem.group_q is None:
+        return None
+    n = problem.p.shape[0]
+    same = problem.group_q[r0:r1, None] == problem.group_p[None, :]
+    is_pos = torch.arange(n, device=problem.p.device)[None, :] == problem.labels[r0:r1, None]
+    return ~same | is_pos
+
+
+def _mm_accumulating(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """a @ b with the output in ``out_dtype`` and accumulation at least that precise."""
+    if a.dtype == out_dtype:
+        return a @ b
+    if a.is_cuda:
+        return torch.mm(a, b, out_dtype=out_dtype)
+    return a.to(out_dtype) @ b.to(out_dtype)
+
+
+def _addmm_torch(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b in acc's (wider) dtype, with PyTorch ops."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+    else:
+        acc.add_(_mm_accumulating(a, b, acc.dtype))
+
+
+def _accumulate_configs() -> list[triton.Config]:
+    if not AUTOTUNE:
+        if INTERPRET:
+            return [triton.Config({"BLOCK_N": 16, "BLOCK_D": 16, "BLOCK_R": 16}, num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_N": 128, "BLOCK_D": 128, "BLOCK_R": 32}, num_warps=8, num_stages=3)]
+    return [
+        triton.Config({"BLOCK_N": 128, "BLOCK_D": 128, "BLOCK_R": 64}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_N": 128, "BLOCK_D": 128, "BLOCK_R": 64}, num_warps=8, num_stages=4),
+        triton.Config({"BLOCK_N": 128, "BLOCK_D": 64, "BLOCK_R": 64}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_N": 64, "BLOCK_D": 128, "BLOCK_R": 64}, num_warps=4, num_stages=4),
+    ]
+
+
+@triton.autotune(configs=_accumulate_configs(), key=["D", "INPUT_PRECISION"], restore_value=["acc_ptr"])
+@triton.jit(do_not_specialize=["R", "N"])
+def _accumulate_grad_p_kernel(
+    ds_ptr, q_ptr, acc_ptr, R, N, D, stride_q,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    """acc[N, D] (fp32) += dS[R, N]ᵀ · q[R, D]: the dP update of one row chunk, accumulated in place in fp32."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    dims = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    col_ok = cols < N
+    dim_ok = dims < D
+    out = acc_ptr + cols.to(tl.int64)[:, None] * D + dims[None, :]
+    out_ok = col_ok[:, None] & dim_ok[None, :]
+    acc = tl.load(out, mask=out_ok, other=0.0)
+    rs = tl.arange(0, BLOCK_R)
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + rs
+        r_ok = r < R
+        a = tl.load(ds_ptr + r.to(tl.int64)[:, None] * N + cols[None, :], mask=r_ok[:, None] & col_ok[None, :],
+                    other=0.0)
+        b = tl.load(q_ptr + r.to(tl.int64)[:, None] * stride_q + dims[None, :],
+                    mask=r_ok[:, None] & dim_ok[None, :], other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(tl.trans(a), b, acc, input_precision=INPUT_PRECISION)
+    tl.store(out, acc, mask=out_ok)
+
+
+def _addmm_triton(acc: torch.Tensor, ds: torch.Tensor, q_chunk: torch.Tensor, problem: Problem) -> None:
+    """acc += dsᵀ @ q_chunk with the fused in-place fp32 accumulation kernel."""
+    r, n = ds.shape
+    d = q_chunk.shape[1]
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(d, meta["BLOCK_D"])
+
+    _accumulate_grad_p_kernel[grid](
+        ds, q_chunk, acc, r, n, d, q_chunk.stride(0),
+        INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
+    )
+
+
+def _chunk_rows(m: int, n: int, bytes_per_elem: int, multiple: int) -> int:
+    rows = max(1, BUFFER_BYTES // (n * bytes_per_elem))
+    if rows >= m:
+        return m
+    return max(multiple, rows // multiple * multiple)
+
+
+def _merge_lse2(m_part: torch.Tensor, l_part: torch.Tensor) -> torch.Tensor:
+    """Base-2 log-sum-exp of partial (max, sum) pairs along dim 0."""
+    top = m_part.amax(dim=0)
+    return top + torch.log2((l_part * torch.exp2(m_part - top)).sum(dim=0))
+
+
+def forward_torch(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Stats]:
+    """Chunked PyTorch forward: (positive scores [M], row losses' LSE state). Holds one [rows, N] chunk."""
+    q, p = problem.q, problem.p
+    m, n = q.shape[0], p.shape[0]
+    sd = problem.stats_dtype
+    scale2 = LOG2E / tau.to(sd)
+    lse2 = torch.empty(m, dtype=sd, device=q.device)
+    pos = torch.empty(m, dtype=sd, device=q.device)
+    col_m = torch.full((n,), NEG_BIG, dtype=sd, device=q.device) if problem.symmetric else None
+    col_l = torch.zeros(n, dtype=sd, device=q.device) if problem.symmetric else None
+    rows = _chunk_rows(m, n, torch.finfo(sd).bits // 8, 1)
+    for r0 in range(0, m, rows):
+        r1 = min(m, r0 + rows)
+        s = _mm_accumulating(q[r0:r1], p.t(), sd)
+        pos[r0:r1] = s.gather(1, problem.labels[r0:r1, None]).squeeze(1)
+        z = s * scale2
+        kept = _kept(problem, r0, r1)
+        if kept is not None:
+            z = z.masked_fill(~kept, float("-inf"))
+        top = z.amax(dim=1, keepdim=True)
+        lse2[r0:r1] = (top + torch.log2(torch.exp2(z - top).sum(dim=1, keepdim=True))).squeeze(1)
+        if col_m is not None and col_l is not None:
+            cm = z.amax(dim=0).clamp_min(NEG_BIG)
+            cl = torch.exp2(z - cm).sum(dim=0)
+            top = torch.maximum(col_m, cm)
+            col_l = col_l * torch.exp2(col_m - top) + cl * torch.exp2(cm - top)
+            col_m = top
+    col_lse2 = col_m + torch.log2(col_l) if col_m is not None and col_l is not None else None
+    return pos, scale2, Stats(lse2, col_lse2)
+
+
+def _upcast(problem: Problem) -> bool:
+    return INTERPRET and problem.q.dtype == torch.bfloat16
+
+
+def _input_precision(problem: Problem) -> str:
+    if problem.q.dtype == torch.float32 and not problem.allow_tf32:
+        return "ieee"
+    if INTERPRET and problem.q.dtype == torch.bfloat16:
+        return "ieee"
+    return "tf32"
+
+
+def _num_splits(problem: Problem, row_blocks: int) -> tuple[int, int]:
+    """Column splits so that row blocks × splits fill the device: (splits, columns per split)."""
+    n = problem.p.shape[0]
+    if problem.q.is_cuda:
+        units = 2 * torch.cuda.get_device_properties(problem.q.device).multi_processor_count
+    else:
+        units = 4
+    splits = max(1, min(triton.cdiv(units, row_blocks), triton.cdiv(n, SPLIT_ALIGN)))
+    per_split = triton.cdiv(triton.cdiv(n, splits), SPLIT_ALIGN) * SPLIT_ALIGN
+    return triton.cdiv(n, per_split), per_split
+
+
+def _group_args(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+    if problem.group_q is None or problem.group_p is None:
+        return problem.labels, problem.labels
+    return problem.group_q, problem.group_p
+
+
+def forward_triton(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Stats]:
+    """Fused forward (see the module docstring): positive scores [M], scale log2(e)/τ, and the LSE state."""
+    q, p = problem.q, problem.p
+    m, n = q.shape[0], p.shape[0]
+    dev = q.device
+    row_blocks = triton.cdiv(m, BLOCK_M)
+    splits, per_split = _num_splits(problem, row_blocks)
+    m_part = torch.empty(splits, m, dtype=torch.float32, device=dev)
+    l_part = torch.empty_like(m_part)
+    pos_part = torch.empty_like(m_part)
+    if problem.symmetric:
+        col_m = torch.empty(row_blocks, n, dtype=torch.float32, device=dev)
+        col_l = torch.empty_like(col_m)
+    else:
+        col_m = col_l = m_part
+    gq, gp = _group_args(problem)
+    scale2 = LOG2E / tau
+    _forward_kernel[(row_blocks, splits)](
+        q, p, problem.labels, gq, gp, scale2,
+        m_part, l_part, pos_part, col_m, col_l,
+        m, n, q.shape[1], q.stride(0), p.stride(0), per_split,
+        HAS_GROUPS=problem.group_q is not None, SYMMETRIC=problem.symmetric,
+        INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
+        BLOCK_M=BLOCK_M,
+    )
+    col_lse2 = _merge_lse2(col_m, col_l) if problem.symmetric else None
+    return pos_part.sum(dim=0), scale2, Stats(_merge_lse2(m_part, l_part), col_lse2)
+
+
+@dataclass
+class GradCoefficients:
+    """Per-row and per-column factors of σ·dS (σ = ds_scale, a power of two that keeps dS in range)."""
+
+    g_row: torch.Tensor
+    g_diag: torch.Tensor
+    g_col: torch.Tensor | None
+    col_lse2: torch.Tensor | None
+    ds_scale: torch.Tensor
+
+
+def _grad_coefficients(problem: Problem, stats: Stats, grad: torch.Tensor, tau: torch.Tensor) -> GradCoefficients:
+    sd = problem.stats_dtype
+    g = grad.to(sd)
+    inv_tau = 1.0 / tau.to(sd)
+    if problem.symmetric and stats.col_lse2 is not None:
+        half = 0.5 * g
+        g_row = half * inv_tau
+        g_col = torch.zeros(problem.p.shape[0], dtype=sd, device=g.device)
+        g_col.index_add_(0, problem.labels, half)
+        g_col = g_col * inv_tau
+        col_lse2 = torch.where(g_col != 0, stats.col_lse2, torch.full_like(stats.col_lse2, float("inf")))
+        g_diag = -2.0 * g_row
+        biggest = torch.maximum(g_row.abs().max() + g_diag.abs().max(), g_col.abs().max())
+    else:
+        g_row = g * inv_tau
+        g_col = col_lse2 = None
+        g_diag = -g_row
+        biggest = 2.0 * g_row.abs().max()
+    ds_scale = torch.where(biggest > 0, torch.exp2(-torch.ceil(torch.log2(biggest))), torch.ones_like(biggest))
+    return GradCoefficients(g_row, g_diag, g_col, col_lse2, ds_scale)
+
+
+def grad_scores_torch(
+    problem: Problem, stats: Stats, coef: GradCoefficients, tau: torch.Tensor, r0: int, r1: int, out: torch.Tensor
+) -> None:
+    """σ·dS for rows [r0, r1) into ``out`` (PyTorch path)."""
+    sd = problem.stats_dtype
+    s = _mm_accumulating(problem.q[r0:r1], problem.p.t(), sd)
+    z = s * (LOG2E / tau.to(sd))
+    kept = _kept(problem, r0, r1)
+    if kept is not None:
+        z = z.masked_fill(~kept, float("-inf"))
+    ds = coef.g_row[r0:r1, None] * torch.exp2(z - stats.lse2[r0:r1, None])
+    if coef.g_col is not None and coef.col_lse2 is not None:
+        ds += coef.g_col[None, :] * torch.exp2(z - coef.col_lse2[None, :])
+    ds.scatter_add_(1, problem.labels[r0:r1, None], coef.g_diag[r0:r1, None])
+    out.copy_(ds * coef.ds_scale)
+
+
+def grad_scores_triton(
+    problem: Problem, stats: Stats, coef: GradCoefficients, tau: torch.Tensor, r0: int, r1: int, out: torch.Tensor
+) -> None:
+    """σ·dS for rows [r0, r1) into ``out`` (fused kernel: recomputes the score tiles)."""
+    n, d = problem.p.shape
+    gq, gp = _group_args(problem)
+    g_col = coef.g_col if coef.g_col is not None else coef.g_row
+    col_lse2 = coef.col_lse2 if coef.col_lse2 is not None else coef.g_row
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(r1 - r0, BLOCK_M), triton.cdiv(n, meta["BLOCK_N"])
+
+    _grad_scores_kernel[grid](
+        problem.q, problem.p, problem.labels, gq, gp, LOG2E / tau,
+        stats.lse2, coef.g_row, coef.g_diag, g_col, col_lse2, coef.ds_scale, out,
+        r0, r1 - r0, n, d, problem.q.stride(0), problem.p.stride(0),
+        HAS_GROUPS=problem.group_q is not None, SYMMETRIC=problem.symmetric,
+        INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
+        BLOCK_M=BLOCK_M,
+    )
+
+
+def backward_chunked(
+    problem: Problem,
+    stats: Stats,
+    tau: torch.Tensor,
+    grad: torch.Tensor,
+    use_triton: bool,
+    need: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """dQ, dP and dτ from σ·dS row chunks: dQ[c] = dS[c]·P, dP += dS[c]ᵀ·Q[c] (fp32), dτ = -(1/τ)·Σ q·dQ."""
+    q, p = problem.q, problem.p
+    m, n = q.shape[0], p.shape[0]
+    sd = problem.stats_dtype
+    need_q, need_p, need_tau = need
+    coef = _grad_coefficients(problem, stats, grad, tau)
+    inv_scale = 1.0 / coef.ds_scale
+    rows = _chunk_rows(m, n, q.element_size(), BLOCK_M)
+    buffer = torch.empty(rows, n, dtype=q.dtype, device=q.device)
+    dq = torch.empty_like(q) if need_q or need_tau else None
+    dp_acc = torch.zeros(n, q.shape[1], dtype=sd, device=q.device) if need_p else None
+    q_dot_dq = torch.zeros((), dtype=sd, device=q.device)
+    for r0 in range(0, m, rows):
+        r1 = min(m, r0 + rows)
+        ds = buffer[: r1 - r0]
+        if use_triton:
+            grad_scores_triton(problem, stats, coef, tau, r0, r1, ds)
+        else:
+            grad_scores_torch(problem, stats, coef, tau, r0, r1, ds)
+        if dq is not None:
+            dq_rows = dq[r0:r1]
+            torch.mm(ds, p, out=dq_rows)
+            dq_rows.mul_(inv_scale.to(q.dtype))
+            if need_tau:
+                q_dot_dq += (q[r0:r1].to(sd) * dq_rows.to(sd)).sum()
+        if dp_acc is not None:
+            if use_triton:
+                _addmm_triton(dp_acc, ds, q[r0:r1], problem)
+            else:
+                _addmm_torch(dp_acc, ds.t(), q[r0:r1])
+    del buffer, ds
+    dp = dp_acc.mul_(inv_scale).to(p.dtype) if dp_acc is not None else None
+    dtau = -q_dot_dq / tau.to(sd) if need_tau else None
+    return (dq if need_q else None), dp, dtau
+
+
+class ContrastiveLossFunction(torch.autograd.Function):
+    """Per-query InfoNCE losses [M] (fp32; fp64 for fp64 inputs) with a recomputing backward."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        q: torch.Tensor,
+        p: torch.Tensor,
+        tau: torch.Tensor,
+        problem: Problem,
+        use_triton: bool,
+    ) -> torch.Tensor:
+        run = forward_triton if use_triton else forward_torch
+        pos, scale2, stats = run(problem, tau)
+        sd = problem.stats_dtype
+        pos2 = pos.to(sd) * scale2.to(sd)
+        losses = (stats.lse2 - pos2) * LN2
+        if problem.symmetric and stats.col_lse2 is not None:
+            col = (stats.col_lse2[problem.labels] - pos2) * LN2
+            losses = 0.5 * (losses + col)
+        ctx.problem = problem
+        ctx.stats = stats
+        ctx.use_triton = use_triton
+        ctx.save_for_backward(tau)
+        return losses
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None]:
+        (tau,) = ctx.saved_tensors
+        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        with torch.autocast(ctx.problem.q.device.type, enabled=False):
+            dq, dp, dtau = backward_chunked(ctx.problem, ctx.stats, tau, grad.contiguous(), ctx.use_triton, need)
+        if dtau is not None:
+            dtau = dtau.to(tau.dtype)
+        return dq, dp, dtau, None, None
+
+
+def contrastive_losses_naive(problem: Problem, tau: torch.Tensor) -> torch.Tensor:
+    """Reference per-query losses: materializes the [M, N] logits, differentiable by autograd."""
+    q, p = problem.q, problem.p
+    sd = problem.stats_dtype
+    logits = (q @ p.t()).to(sd) / tau.to(sd)
+    kept = _kept(problem, 0, q.shape[0])
+    if kept is not None:
+        logits = logits.masked_fill(~kept, float("-inf"))
+    losses = torch.nn.functional.cross_entropy(logits, problem.labels, reduction="none")
+    if not problem.symmetric:
+        return losses
+    columns = logits.t()[problem.labels]
+    targets = torch.arange(q.shape[0], device=q.device)
+    return 0.5 * (losses + torch.nn.functional.cross_entropy(columns, targets, reduction="none"))
