@@ -1,0 +1,26 @@
+"""Encoding for evaluation: input order kept, prefixes passed, progress lines in logs, timer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hybridfast.eval.encoding import EncodeTimer, encode_texts
+
+
+def test_order_prefix_progress_and_timer(keyword_encoder, capsys):
+    texts = [f"text Q{i % 30}" + " pad" * (i % 7) for i in range(25)]
+    timer = EncodeTimer()
+    out = encode_texts(keyword_encoder, texts, "query", batch_size=4, label="demo", progress=True, timer=timer)
+    assert np.array_equal(out, keyword_encoder.encode(texts))
+    assert {prefix for prefix, _ in keyword_encoder.calls} == {"query", None}
+    assert max(n for _, n in keyword_encoder.calls[:-1]) == 4
+    assert timer.texts == 25 and timer.seconds > 0
+    log = capsys.readouterr().err
+    assert "demo: 25/25 texts" in log and "demo: 4/25 texts" in log
+
+
+def test_empty_input_and_bad_batch_size(keyword_encoder):
+    assert encode_texts(keyword_encoder, [], "passage", progress=False).shape == (0, 64)
+    with pytest.raises(ValueError, match="batch size"):
+        encode_texts(keyword_encoder, ["a"], "passage", batch_size=0)

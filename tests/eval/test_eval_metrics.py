@@ -1,0 +1,119 @@
+"""Ranking metrics: hand-computed cases (ties, several relevant), sklearn and pytrec_eval on random runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hybridfast.eval.metrics import average_precision, rank_distance, recall_at_k, relevant_ranks
+
+
+def _metrics(scores, relevant):
+    ranks = relevant_ranks(np.asarray(scores, dtype=np.float64), relevant)
+    return average_precision(ranks), recall_at_k(ranks, 1), recall_at_k(ranks, 2), rank_distance(ranks), ranks
+
+
+def test_hand_computed_without_ties():
+    # Ranking: c0 (.9), c3 (.8, relevant), c1 (.5), c2 (.1, relevant).
+    ap, r1, r2, rd, ranks = _metrics([[0.9, 0.5, 0.1, 0.8]], [[3, 2]])
+    assert ap[0] == pytest.approx((1 / 2 + 2 / 4) / 2)
+    assert r1[0] == 0.0 and r2[0] == 0.5
+    assert rd[0] == 4 - 2
+    assert sorted(ranks.rank[0].tolist()) == [2, 4]
+
+
+def test_ties_follow_sklearn_and_break_against_relevant():
+    # c1 (relevant) ties with c0 (not relevant) at .7: the threshold .7 admits both, so precision there is
+    # 1/2; c3 (relevant) alone at .2 comes 4th: AP = (1/2 + 2/4) / 2. Ranks: c1 -> 2 (the tied non-relevant
+    # candidate first), c3 -> 4.
+    ap, r1, r2, rd, ranks = _metrics([[0.7, 0.7, 0.3, 0.2]], [[1, 3]])
+    assert ap[0] == pytest.approx(0.5)
+    assert ranks.rank[0].tolist() == [2, 4]
+    assert r1[0] == 0.0 and r2[0] == 0.5
+    assert rd[0] == 2
+
+
+def test_tied_relevant_candidates_take_pool_order():
+    # Three relevant candidates tied at the top: AP 1; ranks 1, 2, 3 (pool order), so R@1 = 1/3, RD = 2.
+    ap, r1, r2, rd, ranks = _metrics([[0.0, 1.0, 1.0, 0.0, 1.0]], [[4, 1, 2]])
+    assert ap[0] == pytest.approx(1.0)
+    assert ranks.rank[0].tolist() == [1, 2, 3]
+    assert r1[0] == pytest.approx(1 / 3) and r2[0] == pytest.approx(2 / 3)
+    assert rd[0] == 2
+
+
+def test_query_without_relevant_is_nan_and_duplicates_count_once():
+    ap, r1, _, rd, _ = _metrics([[0.1, 0.2], [0.3, 0.4]], [[], [1, 1]])
+    assert math.isnan(ap[0]) and math.isnan(r1[0]) and math.isnan(rd[0])
+    assert ap[1] == 1.0 and r1[1] == 1.0 and rd[1] == 0.0
+
+
+def test_bad_shapes_and_indices_raise():
+    with pytest.raises(ValueError, match="out of range"):
+        relevant_ranks(np.zeros((1, 3)), [[3]])
+    with pytest.raises(ValueError, match="relevant sets"):
+        relevant_ranks(np.zeros((2, 3)), [[0]])
+    with pytest.raises(ValueError, match="matrix"):
+        relevant_ranks(np.zeros(3), [[0]])
+    with pytest.raises(ValueError, match="k must be"):
+        recall_at_k(relevant_ranks(np.zeros((1, 3)), [[0]]), 0)
+
+
+def test_average_precision_matches_sklearn_on_random_runs_with_ties():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    # Rounded scores make many ties; the pool spans the chunk boundary of relevant_ranks only if large, so
+    # use several shapes.
+    for n_candidates, decimals in ((50, 1), (300, 2), (1000, 6)):
+        scores = np.round(rng.standard_normal((40, n_candidates)), decimals)
+        relevant = [rng.choice(n_candidates, size=rng.integers(1, 12), replace=False) for _ in range(40)]
+        ours = average_precision(relevant_ranks(scores, relevant))
+        for q in range(40):
+            truth = np.zeros(n_candidates, dtype=int)
+            truth[relevant[q]] = 1
+            assert ours[q] == pytest.approx(sklearn_metrics.average_precision_score(truth, scores[q]), abs=1e-12)
+
+
+def test_recall_and_ap_match_pytrec_eval_on_random_runs():
+    import pytrec_eval
+
+    rng = np.random.default_rng(1)
+    scores = rng.standard_normal((30, 200))
+    relevant = [rng.choice(200, size=rng.integers(1, 8), replace=False) for _ in range(30)]
+    qrels = {f"q{q}": {f"c{j}": 1 for j in relevant[q]} for q in range(30)}
+    run = {f"q{q}": {f"c{j}": float(scores[q, j]) for j in range(200)} for q in range(30)}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"map", "recall.1", "recall.10"}).evaluate(run)
+    ranks = relevant_ranks(scores, relevant)
+    ap, r1, r10 = average_precision(ranks), recall_at_k(ranks, 1), recall_at_k(ranks, 10)
+    for q in range(30):
+        assert ap[q] == pytest.approx(trec[f"q{q}"]["map"], abs=1e-9)
+        assert r1[q] == pytest.approx(trec[f"q{q}"]["recall_1"], abs=1e-9)
+        assert r10[q] == pytest.approx(trec[f"q{q}"]["recall_10"], abs=1e-9)
+
+
+def test_rank_distance_on_a_toy_multilingual_pool():
+    # Pool: en0 en1 de0 de1 fr0 fr1. Question 0's answers: en0, de0, fr0; question 1's: en1, de1, fr1.
+    # Query 0 ranks en0 1st, de0 2nd, fr0 5th -> RD 4. Query 1 ranks its answers 1st-3rd -> RD 2.
+    scores = np.array([
+        [0.9, 0.1, 0.8, 0.7, 0.2, 0.6],
+        [0.1, 0.9, 0.2, 0.8, 0.3, 0.7],
+    ])
+    relevant = [[0, 2, 4], [1, 3, 5]]
+    ranks = relevant_ranks(scores, relevant)
+    assert ranks.rank.tolist() == [[1, 2, 5], [1, 2, 3]]
+    assert rank_distance(ranks).tolist() == [4.0, 2.0]
+
+
+def test_chunked_computation_equals_one_shot(monkeypatch):
+    import hybridfast.eval.metrics as metrics
+
+    rng = np.random.default_rng(2)
+    scores = np.round(rng.standard_normal((57, 90)), 1)
+    relevant = [rng.choice(90, size=rng.integers(1, 5), replace=False) for _ in range(57)]
+    whole = metrics.relevant_ranks(scores, relevant)
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 500)
+    chunked = metrics.relevant_ranks(scores, relevant)
+    for name in ("n_ge", "rel_ge", "rank", "valid"):
+        assert np.array_equal(getattr(whole, name), getattr(chunked, name))
