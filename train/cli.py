@@ -1,15 +1,72 @@
-"""`hybridfast train` / `accelerate launch train` / `python -m hybridfast.train`."""
+"""`hybridfast train` / `accelerate launch train` / `accelerate launch -m hybridfast.train`.
+
+All three parse the same options and call `hybridfast.train.loop.train`; under a launcher every
+process runs this and `accelerate` wires them together (DDP, or DeepSpeed when the config names
+a DeepSpeed JSON).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
+from hybridfast.errors import HybridfastError
 
-def train_command(config: str = typer.Option(..., "--config", help="Training config (TOML or YAML).")) -> None:
-    """Fine-tune a shared dual encoder with hybrid (mono + cross-lingual) batches."""
-    typer.echo("hybridfast train: not implemented yet", err=True)
-    raise typer.Exit(1)
+
+def train_command(
+    config: str = typer.Option(..., "--config", "-c", help="Training config (TOML or YAML), e.g. train/configs/quickstart.toml."),
+    data_dir: str = typer.Option(
+        None, "--data-dir", help="Data root for relative data paths (default: $HYBRIDFAST_DATA, else ./data)."
+    ),
+    output_dir: str = typer.Option(None, "--output-dir", "-o", help="Override train.output_dir."),
+    steps: int = typer.Option(None, "--steps", help="Override train.steps (and clear train.epochs)."),
+    resume: str = typer.Option(None, "--resume", help="auto (newest checkpoint in the output dir), never, or a checkpoint dir."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Fine-tune a shared dual encoder with hybrid (mono + cross-lingual) batches and global negatives.
+
+    Single process: `hybridfast train --config CONFIG`. Several processes or GPUs:
+    `accelerate launch train --config CONFIG` from the repository root, or
+    `accelerate launch -m hybridfast.train --config CONFIG`. Checkpoints load with
+    `hybridfast.load`, `transformers.AutoModel` and `sentence_transformers.SentenceTransformer`.
+    """
+    from hybridfast.train.config import load_config
+    from hybridfast.train.loop import train
+
+    overrides: dict[str, object] = {}
+    if output_dir is not None:
+        overrides["train.output_dir"] = output_dir
+    if steps is not None:
+        overrides["train.steps"] = steps
+        overrides["train.epochs"] = 0
+    if resume is not None:
+        overrides["train.resume"] = resume
+    try:
+        cfg = load_config(config, overrides)
+        result = train(cfg, data_dir=data_dir, show_progress=progress)
+    except HybridfastError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    losses = list(result.losses.values())
+    if losses:
+        typer.echo(f"trained {result.steps} steps in {result.wall_time_s:.0f} s; loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    typer.echo(f"checkpoint: {result.checkpoint}")
+    typer.echo(f"metrics:    {result.metrics_file}")
+    typer.echo("next:")
+    from hybridfast.data import resolve_data_root
+
+    xquad_r = resolve_data_root(data_dir) / "xquad-r"
+    typer.echo(f"  hybridfast eval --model {result.checkpoint} --task lareqa --data {xquad_r} --article-split eval")
+    typer.echo(f'  python -c "import hybridfast; print(hybridfast.load(\'{result.checkpoint}\').encode_queries([\'hello\']).shape)"')
 
 
 def main() -> None:
-    typer.run(train_command)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(train_command)
+    app(args=sys.argv[1:], prog_name="hybridfast train")
