@@ -30,6 +30,12 @@ DEFAULT_DIMS = (384, 768)
 # Naive InfoNCE holds ~12 bytes per logit at its peak (fp32 logits, softmax, gradient): 48 GiB at 65,536².
 NAIVE_BYTES_PER_LOGIT = 12
 GIB = 1024**3
+# Triton rows with M·N up to this are also checked against float64 (the autotuned configs' correctness).
+CHECK_MAX_MN = 4096 * 4096
+# Rows with M·N up to this also get a queued (back-to-back) timing: launch-bound sizes.
+QUEUED_MAX_MN = 16384 * 16384
+# Shapes (M = N, d) that get a per-stage breakdown on a GPU: the issue's targets.
+BREAKDOWN_CASES = ((65536, 768), (32768, 768), (65536, 384), (4096, 768))
 
 
 @dataclass
@@ -45,6 +51,7 @@ class KernelBenchConfig:
     device: str
     extras: bool
     time_budget_s: float
+    breakdown: bool = False
 
 
 def _torch():
@@ -56,6 +63,28 @@ def _torch():
 def _sync(device: str) -> None:
     if device == "cuda":
         _torch().cuda.synchronize()
+
+
+def time_ms_queued(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Milliseconds per call of ``repeats`` calls queued back to back (one CUDA-event pair around all of them,
+    one warm-up call first): the steady-state cost in a training loop, where the host launches the next call
+    while the GPU runs the previous one. ``time_ms`` instead waits for each call, so its per-call times also
+    hold the host's launch latency (which dominates sub-millisecond calls)."""
+    torch = _torch()
+    fn()
+    _sync(device)
+    if device != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / repeats
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / repeats
 
 
 def time_ms(fn: Callable[[], object], device: str, repeats: int, max_seconds: float = 3.0) -> list[float]:
@@ -142,6 +171,24 @@ def _loss_case(
     return q.requires_grad_(), p.requires_grad_(), groups
 
 
+def _check_against_float64(q: Any, p: Any, groups: Any, symmetric: bool) -> dict[str, Any]:
+    """Relative errors of the triton loss and gradients against the naive backend in float64."""
+    torch = _torch()
+    from hybridfast.kernels import contrastive_loss
+
+    loss = contrastive_loss(q, p, temperature=0.05, group_ids=groups, symmetric=symmetric, backend="triton")
+    grads = torch.autograd.grad(loss, (q, p))
+    q64 = q.detach().double().requires_grad_()
+    p64 = p.detach().double().requires_grad_()
+    ref = contrastive_loss(q64, p64, temperature=0.05, group_ids=groups, symmetric=symmetric, backend="naive")
+    refs = torch.autograd.grad(ref, (q64, p64))
+    errs = [float((g.double() - r).norm() / r.norm()) for g, r in zip(grads, refs, strict=True)]
+    loss_err = float((loss.double() - ref).abs() / ref.abs())
+    tol = 1e-4 if q.dtype == torch.float32 else 2e-2
+    return {"check": "pass" if max(errs + [loss_err]) <= tol else "FAIL",
+            "check_rel_err": {"loss": loss_err, "dq": errs[0], "dp": errs[1]}}
+
+
 def bench_loss(
     backend: str, m: int, n: int, d: int, dtype, device: str, repeats: int, *,
     symmetric: bool = False, grouped: bool = False, ceiling_tflops: float | None = None,
@@ -178,9 +225,89 @@ def bench_loss(
     flops = 8 * m * n * d
     row.update(status="ok", ms=ms, times_ms=times, tflops=flops / ms / 1e9,
                extra_gib=None if extra is None else extra / GIB)
+    if backend == "triton" and device == "cuda" and m * n <= CHECK_MAX_MN:
+        # The sweep runs the autotuned configs (the CUDA tests pin one): check them against float64 here.
+        try:
+            row.update(_check_against_float64(q, p, groups, symmetric))
+        except Exception as err:
+            row["check"] = f"error: {type(err).__name__}: {err}"
+    if device == "cuda" and m * n <= QUEUED_MAX_MN:
+        # Cheap rows: also the back-to-back cost, where the host's launch latency overlaps the GPU's work.
+        try:
+            row["ms_queued"] = time_ms_queued(step, device, max(repeats, 10))
+        except Exception as err:  # a second timing must not lose the row
+            row["ms_queued_error"] = f"{type(err).__name__}: {err}"
     if ceiling_tflops:
         row["fraction_of_ceiling"] = row["tflops"] / ceiling_tflops
     return row
+
+
+def bench_breakdown(
+    m: int, d: int, dtype, device: str, repeats: int, ceiling_tflops: float | None, *, dp_variants: bool = True,
+) -> list[dict[str, Any]]:
+    """Per-stage CUDA-event times of the triton backend's forward+backward at M = N = m (``--breakdown``).
+
+    Stages: forward (kernel + split merge), backward setup (gradient coefficients, buffers), dS kernel, dQ
+    matmul, dP (one matmul for a single row chunk, else the fp32 accumulation) and backward finish; each matmul
+    stage does 2·M·N·d FLOP, shown as TFLOP/s. ``other`` is the step's time outside these spans (autograd, the
+    mean). With several row chunks, the dP accumulation is also timed with the cuBLAS variant
+    (``HYBRIDFAST_DP_ACCUMULATE=cublas``) after checking its dP against the default's.
+    """
+    torch = _torch()
+    from hybridfast.kernels import contrastive as cmod
+    from hybridfast.kernels import contrastive_loss
+
+    q, p, _ = _loss_case(m, m, d, dtype, device, False, seed=m + d)
+
+    def step() -> tuple[Any, ...]:
+        loss = contrastive_loss(q, p, temperature=0.05, backend="triton")
+        return torch.autograd.grad(loss, (q, p))
+
+    def measure(variant: str) -> dict[str, Any]:
+        reps = max(1, min(repeats, 5))
+        ref = step()
+        _sync(device)
+        step_ms = statistics.median(time_ms(step, device, reps, max_seconds=1.0))
+        with cmod.stage_timing() as timer:
+            for _ in range(reps):
+                step()
+            stages = {k: v / reps for k, v in timer.totals().items()}
+        row: dict[str, Any] = {"op": "breakdown", "backend": "triton", "variant": f"dP {variant}", "m": m, "n": m,
+                               "d": d, "dtype": str(dtype).removeprefix("torch."), "status": "ok", "ms": step_ms,
+                               "stages_ms": stages, "other_ms": step_ms - sum(stages.values())}
+        matmul_flops = 2 * m * m * d
+        row["stage_tflops"] = {k: matmul_flops / v / 1e9 for k, v in stages.items()
+                               if k in ("forward", "dS kernel", "dQ matmul", "dP matmul", "dP accumulate") and v > 0}
+        if ceiling_tflops:
+            row["stage_fraction_of_ceiling"] = {k: v / ceiling_tflops for k, v in row["stage_tflops"].items()}
+        row["_grads"] = ref
+        return row
+
+    rows = []
+    try:
+        base = measure(cmod.DP_ACCUMULATE)
+        ref = base.pop("_grads")
+        rows.append(base)
+        if dp_variants and "dP accumulate" in base["stages_ms"] and cmod.DP_ACCUMULATE != "cublas":
+            saved = cmod.DP_ACCUMULATE
+            cmod.DP_ACCUMULATE = "cublas"
+            try:
+                alt = measure("cublas")
+                grads = alt.pop("_grads")
+                alt["dp_rel_diff_vs_default"] = float((grads[1].float() - ref[1].float()).norm()
+                                                      / ref[1].float().norm())
+                alt["dq_rel_diff_vs_default"] = float((grads[0].float() - ref[0].float()).norm()
+                                                      / ref[0].float().norm())
+                rows.append(alt)
+            except Exception as err:  # the variant is an experiment: record it, keep the default's row
+                rows.append({"op": "breakdown", "variant": "dP cublas", "m": m, "n": m, "d": d,
+                             "status": f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
+            finally:
+                cmod.DP_ACCUMULATE = saved
+    except Exception as err:
+        rows.append({"op": "breakdown", "m": m, "n": m, "d": d,
+                     "status": f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
+    return rows
 
 
 def bench_pooling(
@@ -196,13 +323,19 @@ def bench_pooling(
     lengths = torch.randint(seq // 8, seq + 1, (b,), device=device, generator=gen)
     mask = torch.arange(seq, device=device)[None, :] < lengths[:, None]
     packed = hidden[mask].contiguous()
-    cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    # On the host, as a serving loop builds it: pool_varlen validates it there without waiting for the GPU
+    # (a device cu_seqlens costs a device-to-host copy that waits for the queue on every call).
+    cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32).cpu()
+    valid_bytes = packed.numel() * packed.element_size()
     rows = []
     for name, x, call in (
         ("pool", hidden, lambda x, be: pool(x, mask, backend=be)),
         ("pool_varlen", packed, lambda x, be: pool_varlen(x, cu_seqlens, backend=be)),
     ):
+        # Effective bytes count the tensors as the API sees them: all of [B, L, D] for the padded layout (the
+        # kernel skips the padded tokens' loads, so it touches fewer: "touched_bytes"), the packed [T, D].
         read = x.numel() * x.element_size() + (mask.numel() if name == "pool" else cu_seqlens.numel() * 4)
+        touched_read = valid_bytes + (mask.numel() if name == "pool" else cu_seqlens.numel() * 4)
         written = b * d * x.element_size()
         for backend in backends:
             if backend == "naive" or (backend == "triton" and device != "cuda"):
@@ -215,13 +348,24 @@ def bench_pooling(
                 return torch.autograd.grad(call(xg, be), xg, grad_out)
 
             both = statistics.median(time_ms(fwd_bwd, device, repeats))
+            queued = {"forward": None, "forward+backward": None}
+            if device == "cuda":
+                queued["forward"] = time_ms_queued(lambda x=x, be=backend, call=call: call(x, be), device, 20)
+                queued["forward+backward"] = time_ms_queued(fwd_bwd, device, 20)
             # Backward reads the pooled gradient (and stats) and writes a gradient as large as the input.
             both_bytes = read + written + written + x.numel() * x.element_size()
-            for phase, ms, nbytes in (("forward", fwd, read + written), ("forward+backward", both, both_bytes)):
+            touched_both = touched_read + written + written + x.numel() * x.element_size()
+            for phase, ms, nbytes, touched in (("forward", fwd, read + written, touched_read + written),
+                                               ("forward+backward", both, both_bytes, touched_both)):
                 gbps = nbytes / ms / 1e6
-                rows.append({"op": name, "backend": backend, "phase": phase, "shape": [b, seq, d],
-                             "dtype": str(dtype).removeprefix("torch."), "ms": ms, "bytes": nbytes, "gbps": gbps,
-                             "fraction_of_copy": gbps / copy_gbps if copy_gbps else None, "status": "ok"})
+                row = {"op": name, "backend": backend, "phase": phase, "shape": [b, seq, d],
+                       "dtype": str(dtype).removeprefix("torch."), "ms": ms, "bytes": nbytes, "gbps": gbps,
+                       "touched_bytes": touched, "touched_gbps": touched / ms / 1e6,
+                       "fraction_of_copy": gbps / copy_gbps if copy_gbps else None, "status": "ok"}
+                if queued[phase]:
+                    row["ms_queued"] = queued[phase]
+                    row["gbps_queued"] = nbytes / queued[phase] / 1e6
+                rows.append(row)
     return rows
 
 
@@ -280,6 +424,23 @@ def run_kernel_benchmark(cfg: KernelBenchConfig) -> dict[str, Any]:
                      "status": "skipped: time budget"})
                 continue
             add(bench_loss(backend, size, size, d, dtype, device, cfg.repeats, ceiling_tflops=ceiling["tflops"]))
+    if cfg.breakdown and device == "cuda" and "triton" in backends:
+        for size, d in BREAKDOWN_CASES:
+            if size not in cfg.sizes or d not in cfg.dims:
+                continue
+            if over_budget():
+                add({"op": "breakdown", "m": size, "n": size, "d": d, "status": "skipped: time budget"})
+                continue
+            for row in bench_breakdown(size, d, dtype, device, cfg.repeats, ceiling["tflops"]):
+                add(row)
+    if cfg.extras and not over_budget():
+        # Pooling before the contrastive extras: cheap, and one of the issue's targets.
+        pool_backends = tuple(b for b in ("triton", "torch") if b in backends)
+        try:
+            for row in bench_pooling(device, dtype, pool_backends, copy["gbps"], max(cfg.repeats, 10)):
+                add(row)
+        except Exception as err:  # pooling is another module's kernel: record, keep the loss rows
+            add({"op": "pool", "status": f"error: {type(err).__name__}: {err}"})
     if cfg.extras:
         fused = "triton" if "triton" in backends else "torch"
         for kind, m, n, d in _extra_cases(cfg):
@@ -291,13 +452,6 @@ def run_kernel_benchmark(cfg: KernelBenchConfig) -> dict[str, Any]:
                              grouped=kind != "symmetric", ceiling_tflops=ceiling["tflops"])
             row["kind"] = kind
             add(row)
-        if not over_budget():
-            pool_backends = tuple(b for b in ("triton", "torch") if b in backends)
-            try:
-                for row in bench_pooling(device, dtype, pool_backends, copy["gbps"], max(cfg.repeats, 10)):
-                    add(row)
-            except Exception as err:  # pooling is another module's kernel: record, keep the loss rows
-                add({"op": "pool", "status": f"error: {type(err).__name__}: {err}"})
     record["elapsed_s"] = time.monotonic() - started
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"kernels-{_slug(card)}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
@@ -337,6 +491,33 @@ def markdown_summary(record: dict[str, Any]) -> str:
         speedup = f"{base / r['ms']:.2f}×" if base else "–"
         lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r['ms']:.2f} | {r['tflops']:.3g} | "
                      f"{_fmt(r.get('fraction_of_ceiling'))} | {_fmt(r.get('extra_gib'), 3)} | {speedup} |")
+    checks = [r for r in loss_rows if r.get("check")]
+    if checks:
+        lines += ["", "Autotuned triton configs against float64: " + "; ".join(
+            f"{r['m']}×{r['n']} d={r['d']}{' ' + r['kind'] if 'kind' in r else ''}: {r['check']}"
+            + (" (max rel. err {:.1e})".format(max(r["check_rel_err"].values())) if "check_rel_err" in r else "")
+            for r in checks)]
+    queued = [r for r in main if r.get("ms_queued")]
+    if queued:
+        lines += ["", "Launch-bound sizes, also timed back to back (host launch latency overlapped; ms per call):",
+                  "", "| M = N | d | backend | ms (one call, synced) | ms (queued) |", "|---|---|---|---|---|"]
+        for r in sorted(queued, key=lambda r: (r["d"], r["m"], r["backend"])):
+            lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r['ms']:.3f} | {r['ms_queued']:.3f} |")
+    breakdown = [r for r in record["rows"] if r.get("op") == "breakdown"]
+    if breakdown:
+        lines += ["", "Per-stage breakdown of the triton forward+backward (CUDA events, ms per step; TFLOP/s for "
+                  "the 2·M·N·d stages):", "", "| M = N | d | variant | step ms | stage: ms (TFLOP/s) | other ms |",
+                  "|---|---|---|---|---|---|"]
+        for r in breakdown:
+            if r.get("status") != "ok":
+                lines.append(f"| {r['m']} | {r['d']} | {r.get('variant', '')} | {r.get('status')} | | |")
+                continue
+            tf = r.get("stage_tflops", {})
+            parts = "; ".join(f"{k}: {v:.2f}" + (f" ({tf[k]:.0f})" if k in tf else "")
+                              for k, v in r["stages_ms"].items())
+            diff = f" (dP rel. diff {r['dp_rel_diff_vs_default']:.1e})" if "dp_rel_diff_vs_default" in r else ""
+            lines.append(f"| {r['m']} | {r['d']} | {r['variant']}{diff} | {r['ms']:.2f} | {parts} | "
+                         f"{r['other_ms']:.2f} |")
     one_way = {(r["m"], r["d"], r["backend"]): r.get("ms") for r in main if r.get("status") == "ok"}
     extras = [r for r in loss_rows if "kind" in r]
     if extras:
@@ -352,13 +533,15 @@ def markdown_summary(record: dict[str, Any]) -> str:
                          f"{r['tflops']:.3g} | {_fmt(r.get('extra_gib'), 3)} | {ratio} |")
     pools = [r for r in record["rows"] if r.get("op") in ("pool", "pool_varlen")]
     if pools:
-        lines += ["", "| op | backend | phase | ms | GB/s | of copy |", "|---|---|---|---|---|---|"]
+        lines += ["", "| op | backend | phase | ms | GB/s (effective) | of copy | GB/s touched | ms queued | "
+                  "GB/s queued |", "|---|---|---|---|---|---|---|---|---|"]
         for r in pools:
             if r.get("status") != "ok":
-                lines.append(f"| {r['op']} | | | {r.get('status')} | | |")
+                lines.append(f"| {r['op']} | | | {r.get('status')} | | | | | |")
                 continue
             lines.append(f"| {r['op']} | {r['backend']} | {r['phase']} | {r['ms']:.3f} | {r['gbps']:.3g} | "
-                         f"{_fmt(r.get('fraction_of_copy'))} |")
+                         f"{_fmt(r.get('fraction_of_copy'))} | {_fmt(r.get('touched_gbps'), 0)} | "
+                         f"{_fmt(r.get('ms_queued'), 3)} | {_fmt(r.get('gbps_queued'), 0)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -422,6 +605,9 @@ def bench_kernels_command(
                                 "group-masked) and pooling rows."),
     time_budget: float = typer.Option(420.0, "--time-budget", help="Seconds; rows that would start later are "
                                       "recorded as skipped."),
+    breakdown: bool = typer.Option(True, "--breakdown/--no-breakdown", help="On a GPU: per-stage CUDA-event "
+                                   "times (forward, dS kernel, dQ matmul, dP) of the triton backend at the target "
+                                   "shapes in the sweep."),
 ) -> None:
     """Benchmark the fused contrastive loss and pooling against naive and chunked-torch baselines.
 
@@ -444,7 +630,7 @@ def bench_kernels_command(
         sizes=size_list, dims=_ints(dims) or DEFAULT_DIMS,
         dtype=("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype,
         repeats=3 if quick else repeats, backends=names, out_dir=out_dir, device=device, extras=extras,
-        time_budget_s=time_budget,
+        time_budget_s=time_budget, breakdown=breakdown,
     )
     record = run_kernel_benchmark(cfg)
     typer.echo(f"wrote {', '.join(record['files'])} in {record['elapsed_s']:.0f} s")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -52,22 +53,35 @@ AUTOTUNE = os.environ.get("HYBRIDFAST_AUTOTUNE", "1") != "0" and not INTERPRET
 
 # Bytes of the backward's dS row-chunk buffer (and of the torch path's score chunk): the memory bound.
 BUFFER_BYTES = 256 * 1024**2
+# HYBRIDFAST_WIDE_TILES=0 drops the 128×256 score-tile config from the autotuned set (the first GPU run's set).
+WIDE_TILES = os.environ.get("HYBRIDFAST_WIDE_TILES", "1") != "0"
+# How the backward accumulates dP += dSᵀ·Q[chunk] over several row chunks: "triton" (in-place fp32 accumulate
+# kernel, the measured default) or "cublas" (torch.addmm into the fp32 accumulator with out_dtype, CUDA only).
+# A single row chunk always takes one cuBLAS matmul straight into dP.
+DP_ACCUMULATE = os.environ.get("HYBRIDFAST_DP_ACCUMULATE", "triton")
 # Row block of the Triton kernels; column splits are aligned to the widest column tile.
 BLOCK_M = 16 if INTERPRET else 128
 SPLIT_ALIGN = 16 if INTERPRET else 128
 
 
-def _configs() -> list[triton.Config]:
+def _configs(wide: bool = False) -> list[triton.Config]:
     if not AUTOTUNE:
         if INTERPRET:
             return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
         return [triton.Config({"BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3)]
-    return [
+    configs = [
         triton.Config({"BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
         triton.Config({"BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
     ]
+    if wide and WIDE_TILES:
+        # dS kernel only: 128×256 tiles stream 85 FLOP per byte of q and p tiles from L2 instead of 64 (128×128),
+        # the tile of Triton's Hopper GEMM tutorial. Compiled locally for sm_90 (triton 3.9): 255 registers, no
+        # spills, 144 KiB shared memory; the forward kernel's softmax state makes the same tile spill (328 B of
+        # stack), so it keeps 128×128. The autotuner times it against the others and keeps the fastest.
+        configs.append(triton.Config({"BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3))
+    return configs
 
 
 _HEURISTICS = {"EVEN_K": lambda args: args["D"] % args["BLOCK_K"] == 0}
@@ -133,7 +147,8 @@ def _forward_kernel(
         col_ok = cols < n_hi
         s = _score_tile(q_ptr, p_ptr, rows, cols, row_ok, col_ok, D, stride_q, stride_p,
                         BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, INPUT_PRECISION, UPCAST)
-        is_pos = cols[None, :] == labels[:, None]
+        # col_ok too: a column past this split's end may be a row's positive (counted by the next split).
+        is_pos = (cols[None, :] == labels[:, None]) & col_ok[None, :]
         pos += tl.sum(tl.where(is_pos, s, 0.0), axis=1)
         kept = row_ok[:, None] & col_ok[None, :]
         if HAS_GROUPS:
@@ -155,7 +170,7 @@ def _forward_kernel(
     tl.store(pos_part_ptr + part, pos, mask=row_ok)
 
 
-@triton.autotune(configs=_configs(), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
+@triton.autotune(configs=_configs(wide=True), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
 @triton.heuristics(_HEURISTICS)
 @triton.jit(do_not_specialize=["row0", "R", "N"])
 def _grad_scores_kernel(
@@ -196,6 +211,61 @@ def _grad_scores_kernel(
     ds = ds * tl.load(ds_scale_ptr)
     out = ds_ptr + local.to(tl.int64)[:, None] * N + cols[None, :]
     tl.store(out, ds.to(ds_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
+class StageTimer:
+    """CUDA-event timings of the fused path's stages, summed over row chunks (``hybridfast bench kernels
+    --breakdown``). Events are recorded on the current stream between stages; nothing synchronizes until
+    ``totals()``."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+        self._last: torch.cuda.Event | None = None
+
+    def start(self) -> None:
+        self._last = self._event()
+
+    def lap(self, stage: str) -> None:
+        """Close the span that began at the previous start/lap under ``stage`` and open the next one."""
+        end = self._event()
+        if self._last is not None:
+            self.spans.append((stage, self._last, end))
+        self._last = end
+
+    @staticmethod
+    def _event() -> torch.cuda.Event:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def totals(self) -> dict[str, float]:
+        """Milliseconds per stage (summed over its spans), after waiting for the recorded work."""
+        torch.cuda.synchronize()
+        out: dict[str, float] = {}
+        for stage, begin, end in self.spans:
+            out[stage] = out.get(stage, 0.0) + begin.elapsed_time(end)
+        return out
+
+
+_STAGE_TIMER: StageTimer | None = None
+
+
+class stage_timing:  # noqa: N801 - a context manager used like a function
+    """``with stage_timing() as timer: ...`` records the stages of every CUDA call of the fused path inside."""
+
+    def __enter__(self) -> StageTimer:
+        global _STAGE_TIMER
+        self._previous = _STAGE_TIMER
+        _STAGE_TIMER = StageTimer()
+        return _STAGE_TIMER
+
+    def __exit__(self, *exc: object) -> None:
+        global _STAGE_TIMER
+        _STAGE_TIMER = self._previous
+
+
+def _timer(t: torch.Tensor) -> StageTimer | None:
+    return _STAGE_TIMER if t.is_cuda else None
 
 
 @dataclass
@@ -433,14 +503,25 @@ def _grad_coefficients(problem: Problem, stats: Stats, grad: torch.Tensor, tau: 
         g_col = g_col * inv_tau
         col_lse2 = torch.where(g_col != 0, stats.col_lse2, torch.full_like(stats.col_lse2, float("inf")))
         g_diag = -2.0 * g_row
-        biggest = torch.maximum(g_row.abs().max() + g_diag.abs().max(), g_col.abs().max())
     else:
         g_row = g * inv_tau
         g_col = col_lse2 = None
         g_diag = -g_row
+    if not _needs_ds_scale(problem):
+        return GradCoefficients(g_row, g_diag, g_col, col_lse2, torch.ones((), dtype=sd, device=g.device))
+    if g_col is not None:
+        biggest = torch.maximum(g_row.abs().max() + g_diag.abs().max(), g_col.abs().max())
+    else:
         biggest = 2.0 * g_row.abs().max()
     ds_scale = torch.where(biggest > 0, torch.exp2(-torch.ceil(torch.log2(biggest))), torch.ones_like(biggest))
     return GradCoefficients(g_row, g_diag, g_col, col_lse2, ds_scale)
+
+
+def _needs_ds_scale(problem: Problem) -> bool:
+    """Only fp16 dS needs the power-of-two rescaling: bf16 and fp32 share fp32's exponent range, where σ = 1
+    gives the same values (a power-of-two scale changes no mantissa) without ~12 small launches, a pass over dQ
+    and one over dP."""
+    return problem.q.dtype == torch.float16
 
 
 def grad_scores_torch(
@@ -472,14 +553,45 @@ def grad_scores_triton(
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(r1 - r0, BLOCK_M), triton.cdiv(n, meta["BLOCK_N"])
 
-    _grad_scores_kernel[grid](
-        problem.q, problem.p, problem.labels, gq, gp, LOG2E / tau,
-        stats.lse2, coef.g_row, coef.g_diag, g_col, col_lse2, coef.ds_scale, out,
-        r0, r1 - r0, n, d, problem.q.stride(0), problem.p.stride(0),
-        HAS_GROUPS=problem.group_q is not None, SYMMETRIC=problem.symmetric,
-        INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
-        BLOCK_M=BLOCK_M,
-    )
+    def launch() -> None:
+        _grad_scores_kernel[grid](
+            problem.q, problem.p, problem.labels, gq, gp, LOG2E / tau,
+            stats.lse2, coef.g_row, coef.g_diag, g_col, col_lse2, coef.ds_scale, out,
+            r0, r1 - r0, n, d, problem.q.stride(0), problem.p.stride(0),
+            HAS_GROUPS=problem.group_q is not None, SYMMETRIC=problem.symmetric,
+            INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
+            BLOCK_M=BLOCK_M,
+        )
+
+    try:
+        launch()
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:
+        # The 128×256 config is new and was compiled only with a newer triton: if compiling it fails in a way
+        # the autotuner does not skip by itself, drop it and tune again among the configs the first GPU run used.
+        configs = getattr(_grad_scores_kernel, "configs", None)
+        wide = [c for c in configs or () if c.kwargs.get("BLOCK_N") == 256]
+        if not wide:
+            raise
+        warnings.warn(f"contrastive dS kernel: dropping the 128×256 config after {type(err).__name__}: {err}",
+                      RuntimeWarning, stacklevel=2)
+        _grad_scores_kernel.configs = [c for c in configs if c not in wide]
+        getattr(_grad_scores_kernel, "cache", {}).clear()
+        launch()
+
+
+def _accumulate_dp(acc: torch.Tensor, ds: torch.Tensor, q_chunk: torch.Tensor, problem: Problem,
+                   use_triton: bool) -> None:
+    """acc (fp32 [N, d]) += dsᵀ @ q_chunk."""
+    if not use_triton:
+        _addmm_torch(acc, ds.t(), q_chunk)
+    elif DP_ACCUMULATE == "cublas" and acc.is_cuda and ds.dtype != acc.dtype:
+        torch.addmm(acc, ds.t(), q_chunk, out_dtype=acc.dtype, out=acc)
+    elif DP_ACCUMULATE == "cublas" and acc.is_cuda:
+        acc.addmm_(ds.t(), q_chunk)
+    else:
+        _addmm_triton(acc, ds, q_chunk, problem)
 
 
 def backward_chunked(
@@ -490,18 +602,31 @@ def backward_chunked(
     use_triton: bool,
     need: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """dQ, dP and dτ from σ·dS row chunks: dQ[c] = dS[c]·P, dP += dS[c]ᵀ·Q[c] (fp32), dτ = -(1/τ)·Σ q·dQ."""
+    """dQ, dP and dτ from σ·dS row chunks: dQ[c] = dS[c]·P, dP += dS[c]ᵀ·Q[c] (fp32), dτ = -(1/τ)·Σ q·dQ.
+
+    With a single row chunk (M·N·itemsize ≤ BUFFER_BYTES) dP = dSᵀ·Q is one cuBLAS matmul into the output
+    (fp32 accumulation inside cuBLAS; through an fp32 result where fp16 needs σ removed): no fp32 [N, d]
+    accumulator, no zero fill, no read-modify-write.
+    """
     q, p = problem.q, problem.p
     m, n = q.shape[0], p.shape[0]
     sd = problem.stats_dtype
     need_q, need_p, need_tau = need
+    timer = _timer(q)
+    if timer is not None:
+        timer.start()
     coef = _grad_coefficients(problem, stats, grad, tau)
-    inv_scale = 1.0 / coef.ds_scale
+    scaled = _needs_ds_scale(problem)
+    inv_scale = 1.0 / coef.ds_scale if scaled else None
     rows = _chunk_rows(m, n, q.element_size(), BLOCK_M)
+    single = rows >= m
     buffer = torch.empty(rows, n, dtype=q.dtype, device=q.device)
     dq = torch.empty_like(q) if need_q or need_tau else None
-    dp_acc = torch.zeros(n, q.shape[1], dtype=sd, device=q.device) if need_p else None
-    q_dot_dq = torch.zeros((), dtype=sd, device=q.device)
+    dp_acc = torch.zeros(n, q.shape[1], dtype=sd, device=q.device) if need_p and not single else None
+    dp = None
+    q_dot_dq = torch.zeros((), dtype=sd, device=q.device) if need_tau else None
+    if timer is not None:
+        timer.lap("backward setup")
     for r0 in range(0, m, rows):
         r1 = min(m, r0 + rows)
         ds = buffer[: r1 - r0]
@@ -509,20 +634,39 @@ def backward_chunked(
             grad_scores_triton(problem, stats, coef, tau, r0, r1, ds)
         else:
             grad_scores_torch(problem, stats, coef, tau, r0, r1, ds)
+        if timer is not None:
+            timer.lap("dS kernel")
         if dq is not None:
             dq_rows = dq[r0:r1]
             torch.mm(ds, p, out=dq_rows)
-            dq_rows.mul_(inv_scale.to(q.dtype))
-            if need_tau:
+            if inv_scale is not None:
+                dq_rows.mul_(inv_scale.to(q.dtype))
+            if q_dot_dq is not None:
                 q_dot_dq += (q[r0:r1].to(sd) * dq_rows.to(sd)).sum()
-        if dp_acc is not None:
-            if use_triton:
-                _addmm_triton(dp_acc, ds, q[r0:r1], problem)
+            if timer is not None:
+                timer.lap("dQ matmul")
+        if need_p and single:
+            if inv_scale is None and q.is_cuda:
+                dp = ds.t() @ q
             else:
-                _addmm_torch(dp_acc, ds.t(), q[r0:r1])
+                dp = _mm_accumulating(ds.t(), q, sd)
+                if inv_scale is not None:
+                    dp.mul_(inv_scale)
+                dp = dp.to(p.dtype)
+            if timer is not None:
+                timer.lap("dP matmul")
+        elif dp_acc is not None:
+            _accumulate_dp(dp_acc, ds, q[r0:r1], problem, use_triton)
+            if timer is not None:
+                timer.lap("dP accumulate")
     del buffer, ds
-    dp = dp_acc.mul_(inv_scale).to(p.dtype) if dp_acc is not None else None
-    dtau = -q_dot_dq / tau.to(sd) if need_tau else None
+    if dp_acc is not None:
+        if inv_scale is not None:
+            dp_acc.mul_(inv_scale)
+        dp = dp_acc.to(p.dtype)
+    dtau = -q_dot_dq / tau.to(sd) if q_dot_dq is not None else None
+    if timer is not None:
+        timer.lap("backward finish")
     return (dq if need_q else None), dp, dtau
 
 
@@ -539,7 +683,12 @@ class ContrastiveLossFunction(torch.autograd.Function):
         use_triton: bool,
     ) -> torch.Tensor:
         run = forward_triton if use_triton else forward_torch
+        timer = _timer(q)
+        if timer is not None:
+            timer.start()
         pos, scale2, stats = run(problem, tau)
+        if timer is not None:
+            timer.lap("forward")
         sd = problem.stats_dtype
         pos2 = pos.to(sd) * scale2.to(sd)
         losses = (stats.lse2 - pos2) * LN2

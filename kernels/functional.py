@@ -130,10 +130,12 @@ def contrastive_loss(
         if n < m:
             raise ValueError(f"labels=None means labels = arange(M), which needs N ≥ M; got M={m}, N={n}")
         labels = torch.arange(m, device=device)
-    labels = _check_index("labels", labels, m, device)
-    if bool(((labels < 0) | (labels >= n)).any()):
-        raise ValueError(f"labels must lie in [0, N) = [0, {n}); got values from {int(labels.min())} to "
-                         f"{int(labels.max())}")
+    else:
+        # The range check syncs the host with the device; arange(M) with N >= M needs none.
+        labels = _check_index("labels", labels, m, device)
+        if bool(((labels < 0) | (labels >= n)).any()):
+            raise ValueError(f"labels must lie in [0, N) = [0, {n}); got values from {int(labels.min())} to "
+                             f"{int(labels.max())}")
     group_q = group_p = None
     if group_ids is not None:
         if not isinstance(group_ids, (tuple, list)) or len(group_ids) != 2:

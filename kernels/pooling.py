@@ -91,6 +91,7 @@ def _pool_fwd_kernel(
     h_ptr,
     mask_ptr,
     cu_ptr,
+    order_ptr,
     out_ptr,
     pooled_ptr,
     scale_ptr,
@@ -109,8 +110,15 @@ def _pool_fwd_kernel(
     TILE: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    """One sequence per program: pool its valid tokens over [BLOCK_L, BLOCK_D] tiles, then normalize."""
-    row = tl.program_id(0).to(tl.int64)
+    """One sequence per program: pool its valid tokens over [BLOCK_L, BLOCK_D] tiles, then normalize.
+
+    Padding-free batches visit the sequences longest first (``order``): the scheduler hands out programs in
+    launch order, so the short ones fill the last wave instead of one long sequence running alone at the end.
+    """
+    if VARLEN:
+        row = tl.load(order_ptr + tl.program_id(0)).to(tl.int64)
+    else:
+        row = tl.program_id(0).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     offs_l = tl.arange(0, BLOCK_L)
@@ -274,8 +282,11 @@ class PoolFunction(torch.autograd.Function):
         mode: str,
         normalize: bool,
         out_dtype: torch.dtype,
+        order: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """hidden [B, L, D] with mask [B, L], or [T, D] with cu_seqlens [B + 1] → pooled [B, D]."""
+        """hidden [B, L, D] with mask [B, L], or [T, D] with cu_seqlens [B + 1] → pooled [B, D].
+
+        ``order`` (varlen only): int32 [B], the sequences in launch order (longest first); default 0..B-1."""
         varlen = cu_seqlens is not None
         if hidden.stride(-1) != 1:
             hidden = hidden.contiguous()
@@ -301,7 +312,10 @@ class PoolFunction(torch.autograd.Function):
             "EPS": EPS,
             "BLOCK_D": triton.next_power_of_2(d),
         }
-        args = (hidden, mask_arg, cu_seqlens if varlen else scale, out, pooled, scale, arg, max_seqlen, d)
+        if varlen and order is None:
+            order = torch.arange(batch, device=device, dtype=torch.int32)
+        order_arg = order if varlen else scale
+        args = (hidden, mask_arg, cu_seqlens if varlen else scale, order_arg, out, pooled, scale, arg, max_seqlen, d)
         strides = (stride_hb, stride_hl, stride_mb, stride_ml)
         with _on_device(hidden):
             if _tune(hidden.numel()):
@@ -324,7 +338,7 @@ class PoolFunction(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         """Gradient w.r.t. hidden only; every element of it, masked positions included, is written once."""
         if not ctx.needs_input_grad[0]:
-            return (None,) * 7
+            return (None,) * 8
         pooled, scale, arg, mask_arg, cu = ctx.saved_tensors
         if grad_out.stride(-1) != 1:
             grad_out = grad_out.contiguous()
@@ -343,7 +357,7 @@ class PoolFunction(torch.autograd.Function):
                     _pool_bwd_tuned[grid](*args, *strides, **ctx.meta)
                 else:
                     _pool_bwd[grid](*args, *strides, **ctx.meta, **_BWD_DEFAULT)
-        return (grad_hidden,) + (None,) * 6
+        return (grad_hidden,) + (None,) * 7
 
 
 def _check_common(
@@ -529,10 +543,15 @@ def pool_varlen(
     backend = _resolve_backend(backend, hidden_packed)
     max_seqlen = int(lengths.max())
     if backend == "triton":
+        # Longest sequences first (see _pool_fwd_kernel); lengths are on the host already.
+        order = torch.argsort(lengths, descending=True, stable=True).to(torch.int32)
         if on_host:
-            # Through pinned memory the copy is asynchronous: no wait for the work queued on the GPU.
+            # Through pinned memory the copies are asynchronous: no wait for the work queued on the GPU.
             cu_seqlens = cu_seqlens.pin_memory().to(hidden_packed.device, non_blocking=True)
-        return PoolFunction.apply(hidden_packed, None, cu_seqlens, max_seqlen, mode, normalize, out_dtype)
+            order = order.pin_memory().to(hidden_packed.device, non_blocking=True)
+        else:
+            order = order.to(hidden_packed.device)
+        return PoolFunction.apply(hidden_packed, None, cu_seqlens, max_seqlen, mode, normalize, out_dtype, order)
     if backend == "torch":
         batch = lengths.numel()
         positions = torch.arange(max(max_seqlen, 1), device=hidden_packed.device)

@@ -345,3 +345,22 @@ def test_triton_on_cpu_without_interpreter_raises() -> None:
         pytest.skip("the interpreter runs triton on CPU tensors")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         contrastive_loss(torch.randn(4, 8), torch.randn(6, 8), backend="triton")
+
+
+@pytest.mark.skipif(not HAS_CUDA or INTERPRET, reason="CUDA events time the compiled kernels")
+@pytest.mark.parametrize("buffer_bytes", [None, 1 << 20], ids=["one-chunk", "chunks"])
+def test_stage_breakdown_cuda(buffer_bytes: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench kernels --breakdown`: every backward stage is timed; the one-chunk path has no dP accumulation."""
+    from hybridfast.kernels.benchmark import bench_breakdown
+
+    if buffer_bytes:
+        monkeypatch.setattr(contrastive_module, "BUFFER_BYTES", buffer_bytes)
+    rows = bench_breakdown(1024, 64, torch.bfloat16, "cuda", 2, 700.0)
+    base = rows[0]
+    assert base["status"] == "ok", base
+    stages = base["stages_ms"]
+    assert {"forward", "dS kernel", "dQ matmul"} <= stages.keys()
+    assert ("dP accumulate" in stages) == bool(buffer_bytes)
+    assert ("dP matmul" in stages) == (not buffer_bytes)
+    assert all(v >= 0 for v in stages.values())
+    assert contrastive_module.DP_ACCUMULATE == "triton"  # the variant run restores the default

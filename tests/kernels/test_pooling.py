@@ -12,7 +12,7 @@ import pytest
 import torch
 from hybridfast.kernels import pooling
 from hybridfast.kernels.pooling import MODES, pool, pool_varlen
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -95,7 +95,9 @@ def _check_out(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype)
 
 def _check_grad(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
     assert not actual.isnan().any(), "gradient has NaN: elements left unwritten"
-    error = (actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)
+    # Norms below 1 are compared absolutely: with d = 1 and normalize the gradient is zero in exact arithmetic,
+    # and the kernel's fp32 rounding (~1e-7 of the upstream gradient) is not a relative error of 1e-16 values.
+    error = (actual.double() - expected).norm() / expected.norm().clamp_min(1.0)
     assert error <= GRAD_TOL[dtype], f"gradient relative error {error:.3g} > {GRAD_TOL[dtype]}"
 
 
@@ -269,6 +271,7 @@ def test_varlen_host_cu_seqlens(backend: str) -> None:
 
 @pytest.mark.parametrize("backend_device", TRITON_BACKENDS)
 @settings(max_examples=12, deadline=None)
+@example(lengths=[12], d=1, mode="mean", normalize=True, seed=11)  # zero gradient in exact arithmetic
 @given(
     lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5),
     d=st.integers(1, 130),
