@@ -15,6 +15,7 @@ from hybridfast.eval.cli import app as eval_app
 from hybridfast.kernels.benchmark import bench_kernels_command
 from hybridfast.models.cli import app as models_app
 from hybridfast.serve import cli as serve_cli
+from hybridfast.serve.server_cli import serve_command
 from hybridfast.train.cli import train_command
 
 app = typer.Typer(
@@ -31,7 +32,7 @@ app.add_typer(eval_app, name="eval")
 app.command("encode")(serve_cli.encode_command)
 app.command("index")(serve_cli.index_command)
 app.command("search")(serve_cli.search_command)
-app.command("serve")(serve_cli.serve_command)
+app.command("serve")(serve_command)
 
 bench_app = typer.Typer(
     help="Benchmarks: fused kernels and the lean encode path against unfused baselines.",
@@ -44,3 +45,7 @@ app.add_typer(bench_app, name="bench")
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

