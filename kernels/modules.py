@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+
 from hybridfast.kernels.functional import contrastive_loss
 from hybridfast.kernels.pooling import BACKENDS, MODES, pool, pool_varlen
-from torch import nn
 
 
 class Pooler(nn.Module):
