@@ -250,8 +250,8 @@ def bench_breakdown(
     Stages: forward (kernel + split merge), backward setup (gradient coefficients, buffers), dS kernel, dQ
     matmul, dP (one matmul for a single row chunk, else the fp32 accumulation) and backward finish; each matmul
     stage does 2·M·N·d FLOP, shown as TFLOP/s. ``other`` is the step's time outside these spans (autograd, the
-    mean). With several row chunks, the dP accumulation is also timed with the cuBLAS variant
-    (``HYBRIDFAST_DP_ACCUMULATE=cublas``) after checking its dP against the default's.
+    mean). With several row chunks, the dP accumulation is also timed with the other variant
+    (``HYBRIDFAST_DP_ACCUMULATE=triton`` or ``cublas``) after checking its dP against the default's.
     """
     torch = _torch()
     from hybridfast.kernels import contrastive as cmod
@@ -288,11 +288,12 @@ def bench_breakdown(
         base = measure(cmod.DP_ACCUMULATE)
         ref = base.pop("_grads")
         rows.append(base)
-        if dp_variants and "dP accumulate" in base["stages_ms"] and cmod.DP_ACCUMULATE != "cublas":
+        if dp_variants and "dP accumulate" in base["stages_ms"]:
             saved = cmod.DP_ACCUMULATE
-            cmod.DP_ACCUMULATE = "cublas"
+            other = "triton" if saved == "cublas" else "cublas"
+            cmod.DP_ACCUMULATE = other
             try:
-                alt = measure("cublas")
+                alt = measure(other)
                 grads = alt.pop("_grads")
                 alt["dp_rel_diff_vs_default"] = float((grads[1].float() - ref[1].float()).norm()
                                                       / ref[1].float().norm())
@@ -300,7 +301,7 @@ def bench_breakdown(
                                                       / ref[0].float().norm())
                 rows.append(alt)
             except Exception as err:  # the variant is an experiment: record it, keep the default's row
-                rows.append({"op": "breakdown", "variant": "dP cublas", "m": m, "n": m, "d": d,
+                rows.append({"op": "breakdown", "variant": f"dP {other}", "m": m, "n": m, "d": d,
                              "status": f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
             finally:
                 cmod.DP_ACCUMULATE = saved

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from hybridfast.kernels import contrastive_loss, pool, pool_varlen
 from hybridfast.kernels.modules import ContrastiveLoss, Pooler
 

@@ -10,10 +10,11 @@ import os
 
 import pytest
 import torch
-from hybridfast.kernels import pooling
-from hybridfast.kernels.pooling import MODES, pool, pool_varlen
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+
+from hybridfast.kernels import pooling
+from hybridfast.kernels.pooling import MODES, pool, pool_varlen
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available() and not INTERPRET

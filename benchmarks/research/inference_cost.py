@@ -1,0 +1,192 @@
+"""Inference cost of several checkpoints on SciFact text: lean path vs unfused baseline, interleaved repeats.
+
+For each model and each encode path, per repeat:
+
+- **corpus throughput**: `passages` SciFact documents (title + text, passage prefix, truncated to
+  `max_length` tokens) embedded in one call; passages/s = n / seconds and real tokens/s = (non-padding
+  tokens, special tokens included) / seconds;
+- **single-query latency**: `queries` SciFact queries embedded one at a time (batch 1); p50 and p99 over
+  the queries, in milliseconds.
+
+Paths: `lean` is `hybridfast.load(...)` (`FusedEncoder.encode`: token-budget batches, length sorting,
+padding-free where the hardware allows); `baseline` is `hybridfast.serve.baseline.UnfusedEncoder` (HF
+`AutoModel`, fixed-size padded batches in input order, torch pooling). Every model is loaded once for both
+paths, then the repeats run round-robin (the model order rotates every repeat, the path order alternates),
+so slow drift of the machine (other processes, clocks) spreads over all models instead of biasing one.
+The run-to-run spread of one model's repeats is the noise against which differences between models are
+judged.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PATHS = ("lean", "baseline")
+
+
+@dataclass
+class CostSettings:
+    """What `measure_inference_cost` runs; see the module docstring."""
+
+    passages: int = 64
+    queries: int = 32
+    repeats: int = 5
+    max_length: int = 128
+    query_max_length: int = 64
+    baseline_batch_size: int = 32
+    lean_max_batch_tokens: int = 16384
+    dtype: str = ""
+    seed: int = 0
+
+
+def sample_scifact(beir_dir: Path, passages: int, queries: int, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded sample of SciFact documents (BEIR's title + " " + text) and test queries."""
+    from hybridfast.data.beir import load_beir
+    from hybridfast.eval.beir import beir_document_text
+
+    dataset = load_beir(beir_dir, "test")
+    rng = random.Random(seed)
+    doc_ids = sorted(dataset.corpus)
+    query_ids = sorted(dataset.queries)
+    chosen_docs = rng.sample(doc_ids, min(passages, len(doc_ids)))
+    chosen_queries = rng.sample(query_ids, min(queries, len(query_ids)))
+    return ([beir_document_text(*dataset.corpus[d]) for d in chosen_docs],
+            [dataset.queries[q] for q in chosen_queries])
+
+
+def real_tokens(tokenizer: Any, texts: Sequence[str], prefix: str, max_length: int) -> int:
+    """Tokens the model actually sees for `texts` (prefix and special tokens included, no padding)."""
+    encoded = tokenizer([prefix + text for text in texts], truncation=True, max_length=max_length)
+    return int(sum(len(ids) for ids in encoded["input_ids"]))
+
+
+def measure_inference_cost(
+    models: Mapping[str, str],
+    passages: Sequence[str],
+    queries: Sequence[str],
+    settings: CostSettings,
+    device: str,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Time every model (name -> checkpoint dir) on both paths; returns per-repeat samples and summaries."""
+    import torch
+
+    import hybridfast
+    from hybridfast.serve.baseline import UnfusedEncoder
+
+    dtype = settings.dtype or None
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
+    encoders: dict[str, dict[str, Any]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for name, directory in models.items():
+        lean = hybridfast.load(directory, device=device, dtype=dtype)
+        baseline = UnfusedEncoder.from_pretrained(directory, device=device, dtype=torch_dtype)
+        passage_prefix, query_prefix = lean.config.prefix("passage"), lean.config.prefix("query")
+        lean_embeddings = lean.encode(list(passages), "passage", max_length=settings.max_length,
+                                      max_batch_tokens=settings.lean_max_batch_tokens)
+        baseline_embeddings = baseline.encode(list(passages), "passage", batch_size=settings.baseline_batch_size,
+                                              max_length=settings.max_length)
+        cosine = (lean_embeddings * baseline_embeddings).sum(1) / (
+            np.linalg.norm(lean_embeddings, axis=1) * np.linalg.norm(baseline_embeddings, axis=1)
+        )
+        info[name] = {
+            "checkpoint": str(directory),
+            "parameters": int(sum(p.numel() for p in lean.model.parameters())),
+            "passage_tokens": real_tokens(lean.tokenizer, passages, passage_prefix, settings.max_length),
+            "query_tokens": real_tokens(lean.tokenizer, queries, query_prefix, settings.query_max_length),
+            "lean_backend": lean.inference_backend,
+            "min_cosine_lean_vs_baseline": float(cosine.min()),
+        }
+        encoders[name] = {"lean": lean, "baseline": baseline}
+        log(f"cost: loaded {name} ({info[name]['parameters']:,} parameters, backend: {lean.inference_backend})")
+
+    def throughput_call(encoder: Any, path: str) -> None:
+        if path == "lean":
+            encoder.encode(list(passages), "passage", max_length=settings.max_length,
+                           max_batch_tokens=settings.lean_max_batch_tokens)
+        else:
+            encoder.encode(list(passages), "passage", batch_size=settings.baseline_batch_size,
+                           max_length=settings.max_length)
+
+    def query_call(encoder: Any, path: str, query: str) -> None:
+        if path == "lean":
+            encoder.encode([query], "query", max_length=settings.query_max_length)
+        else:
+            encoder.encode([query], "query", batch_size=1, max_length=settings.query_max_length)
+
+    def synchronize() -> None:
+        if torch.cuda.is_available() and str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    samples: list[dict[str, Any]] = []
+    names = list(models)
+    for repeat in range(settings.repeats):
+        order = names[repeat % len(names):] + names[: repeat % len(names)]
+        paths = PATHS if repeat % 2 == 0 else PATHS[::-1]
+        for name in order:
+            for path in paths:
+                encoder = encoders[name][path]
+                synchronize()
+                start = time.perf_counter()
+                throughput_call(encoder, path)
+                synchronize()
+                seconds = time.perf_counter() - start
+                latencies = []
+                for query in queries:
+                    start = time.perf_counter()
+                    query_call(encoder, path, query)
+                    synchronize()
+                    latencies.append((time.perf_counter() - start) * 1000.0)
+                lat = np.array(latencies)
+                samples.append({
+                    "model": name,
+                    "path": path,
+                    "repeat": repeat,
+                    "corpus_seconds": seconds,
+                    "passages_per_s": len(passages) / seconds,
+                    "tokens_per_s": info[name]["passage_tokens"] / seconds,
+                    "latency_p50_ms": float(np.percentile(lat, 50)),
+                    "latency_p99_ms": float(np.percentile(lat, 99)),
+                    "latency_mean_ms": float(lat.mean()),
+                })
+        log(f"cost: repeat {repeat + 1}/{settings.repeats} done")
+    return {
+        "settings": asdict(settings),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "texts": {"passages": len(passages), "queries": len(queries)},
+        "models": info,
+        "samples": samples,
+        "summary": summarize(samples),
+    }
+
+
+COST_METRICS = ("latency_p50_ms", "latency_p99_ms", "passages_per_s", "tokens_per_s")
+
+
+def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """`{path: {model: {metric: {mean, std, min, max, n}}}}` over the repeats."""
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for sample in samples:
+        out.setdefault(sample["path"], {}).setdefault(sample["model"], {})
+    for path, per_model in out.items():
+        for model in per_model:
+            rows = [s for s in samples if s["path"] == path and s["model"] == model]
+            for metric in COST_METRICS:
+                values = np.array([row[metric] for row in rows], dtype=np.float64)
+                per_model[model][metric] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "min": float(values.min()),
+                    "max": float(values.max()),
+                    "n": len(values),
+                }
+    return out
+

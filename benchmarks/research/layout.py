@@ -1,0 +1,139 @@
+"""The research experiment's result files: where each lives, how runs are named, how seeds are pooled.
+
+One results folder per experiment (e.g. `benchmarks/research/results/cpu-reduced/`)::
+
+    experiment.json              plan (runs, tasks, comparisons), settings
+    invocations/{start}-{pid}.json   one per driver invocation: command, start, finish, hardware, versions
+    steps.jsonl                  one line per step and invocation: done / skipped, wall time, what it ran
+    configs/{run}.yaml           the exact `hybridfast train` config of each training run
+    train/{run}.json             training summary (loss curve, wall time, batch counts, checkpoint)
+    eval/{model}/{task}.json     `hybridfast eval` result files (format hybridfast-eval/1, per-query scores)
+    compare/{task}/{b}__vs__{a}.json   `hybridfast eval compare` output: B tested against baseline A
+    cost.json                    inference latency / throughput, lean path and unfused baseline, all repeats
+
+Checkpoints stay under the runs folder (`runs/research/...`, git-ignored); nothing here holds weights or
+embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ZERO_SHOT = "zero-shot"
+# The seed paper's names for the three sampling strategies (Elmahdy, Lin & Ahmad 2024, arXiv 2408.10536).
+NAMED_ALPHAS = {1.0: "x-x-mono", 0.0: "x-y", 0.5: "hybrid"}
+TASKS = ("lareqa", "tatoeba", "beir")
+
+
+def strategy_name(alpha: float) -> str:
+    """`x-x-mono` (α = 1), `x-y` (α = 0), `hybrid` (α = 0.5), else `alpha-0.25` and the like."""
+    return NAMED_ALPHAS.get(float(alpha), f"alpha-{float(alpha):g}")
+
+
+def run_name(alpha: float, seed: int) -> str:
+    """One training run: a strategy and a seed."""
+    return f"{strategy_name(alpha)}-seed{seed}"
+
+
+@dataclass(frozen=True)
+class ResultsLayout:
+    """Paths of every result file under one experiment's results folder."""
+
+    root: Path
+
+    @property
+    def experiment_file(self) -> Path:
+        return self.root / "experiment.json"
+
+    @property
+    def steps_file(self) -> Path:
+        return self.root / "steps.jsonl"
+
+    @property
+    def cost_file(self) -> Path:
+        return self.root / "cost.json"
+
+    def invocation_file(self, started: str, pid: int) -> Path:
+        return self.root / "invocations" / f"{started.replace(':', '')}-{pid}.json"
+
+    def invocations(self) -> list[dict[str, Any]]:
+        """Every recorded invocation of the driver, oldest first."""
+        folder = self.root / "invocations"
+        found = [read_json(p) for p in folder.glob("*.json")] if folder.is_dir() else []
+        return sorted(found, key=lambda inv: inv["started"])
+
+    def config_file(self, run: str) -> Path:
+        return self.root / "configs" / f"{run}.yaml"
+
+    def train_file(self, run: str) -> Path:
+        return self.root / "train" / f"{run}.json"
+
+    def eval_file(self, model: str, task: str) -> Path:
+        return self.root / "eval" / model / f"{task}.json"
+
+    def compare_file(self, task: str, a: str, b: str) -> Path:
+        return self.root / "compare" / task / f"{b}__vs__{a}.json"
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write JSON atomically (temp file, then rename), so that an interrupted step leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(path.suffix + ".tmp")
+    temp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    temp.replace(path)
+    return path
+
+
+def read_steps(layout: ResultsLayout) -> list[dict[str, Any]]:
+    if not layout.steps_file.is_file():
+        return []
+    return [json.loads(line) for line in layout.steps_file.read_text().splitlines() if line.strip()]
+
+
+def mean_tree(trees: Sequence[Any]) -> Any:
+    """Element-wise mean of structurally equal JSON trees (one per seed).
+
+    Numbers are averaged (None where any seed has None: a skipped query stays skipped); lists of equal
+    length are averaged position by position; anything else (ids, names) is taken from the first tree.
+    """
+    first = trees[0]
+    if len(trees) == 1:
+        return first
+    if isinstance(first, dict):
+        return {key: mean_tree([tree[key] for tree in trees if key in tree]) for key in first}
+    if isinstance(first, list) and all(isinstance(tree, list) and len(tree) == len(first) for tree in trees):
+        return [mean_tree([tree[i] for tree in trees]) for i in range(len(first))]
+    if _is_number(first):
+        if any(tree is None for tree in trees):
+            return None
+        return sum(float(tree) for tree in trees) / len(trees)
+    return first
+
+
+def std_tree(trees: Sequence[Any]) -> Any:
+    """Sample standard deviation across seeds for every number of `mean_tree`'s result (0 for one seed)."""
+    first = trees[0]
+    if isinstance(first, dict):
+        return {key: std_tree([tree[key] for tree in trees if key in tree]) for key in first}
+    if isinstance(first, list) and all(isinstance(tree, list) and len(tree) == len(first) for tree in trees):
+        return [std_tree([tree[i] for tree in trees]) for i in range(len(first))]
+    if _is_number(first):
+        values = [float(tree) for tree in trees if _is_number(tree)]
+        if len(values) < 2:
+            return 0.0
+        mean = sum(values) / len(values)
+        return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
