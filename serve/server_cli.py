@@ -57,11 +57,11 @@ def serve_command(
     """
     import torch
     import uvicorn
-    from hybridfast.serve.server import ServerSettings, create_app
 
     import hybridfast
     from hybridfast.errors import HybridfastError
     from hybridfast.index import load_index
+    from hybridfast.serve.server import ServerSettings, create_app
 
     try:
         settings = ServerSettings(

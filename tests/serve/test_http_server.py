@@ -22,11 +22,11 @@ import numpy as np
 import openai
 import pytest
 import uvicorn
-from hybridfast.serve.server import ServerSettings, create_app
 
 import hybridfast
 from hybridfast.encoder import EncoderConfig, FusedEncoder
 from hybridfast.index import build_index, search_index
+from hybridfast.serve.server import ServerSettings, create_app
 from hybridfast.testing import DEFAULT_TEXTS, build_tiny_encoder
 
 API_KEY = "test-key-5c1e"
