@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class HybridfastError(Exception):
     """Base class for user-facing errors: bad input, missing files, bad configs."""
@@ -19,3 +22,15 @@ class DataFormatError(HybridfastError, ValueError):
 
 class NotImplementedYet(HybridfastError):
     """A command whose body lands in a later issue."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """In a CLI command: turn a HybridfastError into `error: …` on stderr and exit status 2."""
+    import typer
+
+    try:
+        yield
+    except HybridfastError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None

