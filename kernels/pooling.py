@@ -367,9 +367,13 @@ def _check_common(
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if hidden.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"hidden states must be float32, bfloat16 or float16, not {hidden.dtype}")
-    if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
+    # float64 is for references and gradient checks: the torch and naive backends accumulate in it.
+    reference = backend in ("torch", "naive") or (backend == "auto" and not hidden.is_cuda)
+    allowed = FLOAT_DTYPES + ((torch.float64,) if reference else ())
+    if hidden.dtype not in allowed:
+        raise ValueError(f"hidden states must be float32, bfloat16 or float16 (or float64 with the torch and naive "
+                         f"backends), not {hidden.dtype}")
+    if out_dtype is not None and out_dtype not in allowed:
         raise ValueError(f"out_dtype must be float32, bfloat16 or float16, not {out_dtype}")
     if hidden.shape[-1] == 0:
         raise ValueError("hidden size D must be at least 1")
@@ -396,12 +400,16 @@ def _normalize_and_cast(pooled: torch.Tensor, normalize: bool, out_dtype: torch.
     return pooled.to(out_dtype)
 
 
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _pool_torch(
     hidden: torch.Tensor, valid: torch.Tensor, mode: str, normalize: bool, out_dtype: torch.dtype
 ) -> torch.Tensor:
     """Vectorized PyTorch pooling in fp32 (materializes an fp32 copy of `hidden`): the unfused baseline."""
     with torch.autocast(hidden.device.type, enabled=False):
-        x = hidden.float()
+        x = hidden.to(_accumulation_dtype(hidden.dtype))
         count = valid.sum(dim=1, keepdim=True)
         if mode == "mean":
             pooled = (x * valid.unsqueeze(-1)).sum(dim=1) / count.clamp_min(1)
@@ -414,8 +422,8 @@ def _pool_torch(
 
 
 def _pool_naive_row(tokens: torch.Tensor, mode: str) -> torch.Tensor:
-    """Pool the [n, D] valid tokens of one sequence (n may be 0) in fp32."""
-    x = tokens.float()
+    """Pool the [n, D] valid tokens of one sequence (n may be 0) in fp32 (float64 stays float64)."""
+    x = tokens.to(_accumulation_dtype(tokens.dtype))
     if x.shape[0] == 0:
         return x.sum(dim=0)
     if mode == "mean":
