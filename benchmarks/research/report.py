@@ -244,7 +244,10 @@ class Report:
             elif speed["throughput_max"] < 1.0 and speed["p50_min"] > 1.0:
                 serving = "the lean path is slower than the baseline on every model here"
             else:
-                serving = "mixed: the lean path does not beat the baseline on every model and metric here"
+                serving = "no consistent difference between the lean path and the baseline here"
+            info = infos[0]
+            padding = (1 - info["passage_tokens"] / info["baseline_padded_passage_tokens"]
+                       if info.get("baseline_padded_passage_tokens") else None)
             bullets.append(
                 f"**Serving path: {serving}.** The lean path vs the unfused baseline, same models, "
                 f"same texts, same run: throughput × {num(speed['throughput_mean'], 2)} "
@@ -252,10 +255,15 @@ class Report:
                 f"× {num(speed['p50_mean'], 2)} of the baseline's (range {num(speed['p50_min'], 2)}–"
                 f"{num(speed['p50_max'], 2)}). Baseline between-model throughput spread: "
                 f"{pct(base['passages_per_s']['between'])} vs within {pct(base['passages_per_s']['within'])}."
+                + (f" Padding was {pct(padding)} of the baseline's token slots on this sample, which bounds what "
+                   f"length bucketing can save (lean backend here: {info['lean_backend']})." if padding is not None else "")
             )
         quality = self.quality_sentence()
         if quality:
             bullets.append(quality)
+        bias = self.bias_sentence()
+        if bias:
+            bullets.append(bias)
         return lines + [f"- {b}" for b in bullets] + [""]
 
     def quality_sentence(self) -> str:
@@ -279,6 +287,25 @@ class Report:
                     "strategies are indistinguishable in cost and, here, in quality.")
         return ("**Quality on BEIR (SciFact nDCG@10):** zero-shot "
                 f"{num(zero)}, hybrid {num(hybrid)}; " + "; ".join(parts) + "." + tail)
+
+    def bias_sentence(self) -> str:
+        parts = []
+        for setting, metric, label in (("cross", "map", "cross mAP"), ("multi", "map", "multi mAP"),
+                                       ("multi", "rank_distance", "rank distance")):
+            diffs = []
+            for a in ("x-x-mono", "x-y"):
+                row = self.compare_row("lareqa", a, "hybrid", setting, metric)
+                if row is not None:
+                    diffs.append(f"{row['diff']:+.4f} vs {display(a, self.alphas)}"
+                                 + (" (significant)" if row["significant"] else " (not significant)"))
+            if diffs:
+                parts.append(f"{label} {', '.join(diffs)}")
+        if not parts:
+            return ""
+        zero = self.metric(ZERO_SHOT, "lareqa", "multi", "rank_distance")[0]
+        hybrid = self.metric("hybrid", "lareqa", "multi", "rank_distance")[0]
+        return ("**Language bias (XQuAD-R held-out, hybrid − baseline, paired over queries):** " + "; ".join(parts)
+                + f". Rank distance: zero-shot {num(zero, 1)}, hybrid {num(hybrid, 1)} (lower is less biased).")
 
     # -- setup -------------------------------------------------------------------------------------------
     def setup(self) -> list[str]:
@@ -515,7 +542,7 @@ class Report:
         if cost is None:
             return ["## Inference cost", "", "Not measured yet.", ""]
         lines = ["## Inference cost on SciFact text", "",
-                 f"Device {cost['device']}" + (f" ({cost['torch_threads']} torch threads)" if "torch_threads" in cost else "")
+                 f"Device {cost['device']}" + (f" (torch threads: {cost['torch_threads']})" if "torch_threads" in cost else "")
                  + f"; {cost['texts']['passages']} passages, {cost['texts']['queries']} queries; "
                  f"mean ± std over {cost['settings']['repeats']} interleaved repeats.", ""]
         summary = cost["summary"]
@@ -525,10 +552,11 @@ class Report:
                 rows.append([model, path, *[f"{num(metrics[m]['mean'], 1 if 'tokens' in m else 2)} ± "
                                             f"{num(metrics[m]['std'], 1 if 'tokens' in m else 2)}" for m, _ in COST_METRICS]])
         lines += [table(["model", "path", *[label for _, label in COST_METRICS]], rows), ""]
-        info_rows = [[model, num(i["parameters"]), num(i["passage_tokens"]), num(i["query_tokens"]), i["lean_backend"],
-                      num(i["min_cosine_lean_vs_baseline"], 6)] for model, i in cost["models"].items()]
-        lines += [table(["model", "parameters", "passage tokens", "query tokens", "lean backend",
-                         "min cosine lean vs baseline"], info_rows), ""]
+        info_rows = [[model, num(i["parameters"]), num(i["passage_tokens"]), num(i.get("baseline_padded_passage_tokens")),
+                      num(i["query_tokens"]), i["lean_backend"], num(i["min_cosine_lean_vs_baseline"], 6)]
+                     for model, i in cost["models"].items()]
+        lines += [table(["model", "parameters", "passage tokens (real)", "baseline token slots (padded)", "query tokens",
+                         "lean backend", "min cosine lean vs baseline"], info_rows), ""]
         spread_rows = []
         for path in ("lean", "baseline"):
             s = spread(cost, path)
@@ -604,8 +632,8 @@ class Report:
             if cfg_path.is_file():
                 batch = load_config(cfg_path).sampling.batch_size
         bullets = [
-            f"One small starting model (`{Path(exp['zero_shot_model']).name}`; multilingual-e5-small is already "
-            "trained for retrieval) and XQuAD-sized training data: the paper fine-tunes XLM-R / LaBSE, so effect sizes "
+            f"One small starting model (`{Path(exp['zero_shot_model']).name}`) that is already trained for retrieval, "
+            "and XQuAD-sized training data: the paper fine-tunes XLM-R / LaBSE from masked-LM weights, so effect sizes "
             "are not expected to transfer one to one.",
         ]
         if steps:
@@ -650,10 +678,12 @@ class Report:
                  f"python benchmarks/research/report.py --results {rel(self.res.layout.root, REPO_ROOT)} "
                  f"--out {rel(self.out, REPO_ROOT)}", "```", ""]
         if invocations:
-            rows = [[f"`{inv['command']}`", inv["started"], inv["finished"] or "stopped before the end",
+            rows = [[f"`{inv['command']}`", inv["started"], inv["finished"] or "not recorded",
                      num(inv["wall_s"], 0), inv["hardware"].get("torch_threads")] for inv in invocations]
-            lines += ["Invocations recorded for this results folder (parallel ones split the models with `--runs`; "
-                      "one stopped before the end left its finished steps, if any, in the step table):", "",
+            lines += ["Invocations recorded for this results folder (parallel ones split the models with `--runs`). "
+                      "One without a recorded finish was either stopped early (its finished steps, if any, are in the "
+                      "step table) or ran in parallel under an earlier driver version whose invocations shared one "
+                      "record file; the step table below is the authoritative record of what produced each result.", "",
                       table(["command", "started (UTC)", "finished (UTC)", "wall s", "torch threads"], rows), ""]
         if last:
             hw = last["hardware"]
@@ -667,9 +697,11 @@ class Report:
             end = max(s["finished"] for s in done)
             elapsed = (_parse_utc(end) - _parse_utc(first)) / 60
             serial = sum(s["wall_s"] for s in done) / 60
-            lines.append(f"- Wall time: {num(elapsed, 1)} min from the first result step's start ({first}) to the last "
-                         f"one's end ({end}); the step wall times below add up to {num(serial, 1)} min (steps of "
-                         "parallel invocations overlap in time and share the CPUs).")
+            busy = _union_minutes([(_parse_utc(s["started"]), _parse_utc(s["finished"])) for s in done])
+            lines.append(f"- Wall time: the result steps kept the machine busy for {num(busy, 1)} min of wall-clock "
+                         f"time (union of their intervals, idle gaps between invocations excluded); {num(elapsed, 1)} min "
+                         f"from the first one's start ({first}) to the last one's end ({end}); their own wall times add "
+                         f"up to {num(serial, 1)} min (steps of parallel invocations overlap and share the CPUs).")
         rows = [[s["step"], num(s["wall_s"], 1), s["started"], num(s.get("load_avg_start"), 1),
                  num(s.get("load_avg_end"), 1), s["what"]] for s in done]
         lines += ["", "Wall time of each step that produced a result file, and the machine's 1-minute load average at "
@@ -731,6 +763,21 @@ def speedups(cost: dict[str, Any]) -> dict[str, float] | None:
     p50 = [summary["lean"][m]["latency_p50_ms"]["mean"] / summary["baseline"][m]["latency_p50_ms"]["mean"] for m in models]
     return {"throughput_mean": _avg(throughput), "throughput_min": min(throughput), "throughput_max": max(throughput),
             "p50_mean": _avg(p50), "p50_min": min(p50), "p50_max": max(p50)}
+
+
+def _union_minutes(intervals: Sequence[tuple[float, float]]) -> float:
+    """Total length in minutes of the union of [start, end] intervals given in seconds."""
+    total, current_start, current_end = 0.0, None, None
+    for start, end in sorted(intervals):
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None:
+        total += current_end - current_start
+    return total / 60
 
 
 def _parse_utc(stamp: str) -> float:
