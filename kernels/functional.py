@@ -61,11 +61,20 @@ def _temperature(temperature: float | torch.Tensor, device: torch.device) -> tor
     return torch.tensor(float(temperature), dtype=torch.float32, device=device)
 
 
-def _resolve_backend(backend: str, q: torch.Tensor) -> str:
+# backend="auto" on CUDA takes the naive path up to this many logits (M·N), the fused kernels above it. At 4,096²
+# the fused step is host-bound (~40 launches): 1.69 ms against naive's 0.91 ms (d = 768, bf16, H200, run 3 in
+# benchmarks/KERNELS.md); at 16,384² fused wins 3.40 against 6.35 ms. Interpolating both, they cross near 2^26;
+# at 2^25 naive holds ≤ 0.4 GiB of logits and their gradient.
+AUTO_NAIVE_MAX_LOGITS = 2**25
+
+
+def _resolve_backend(backend: str, q: torch.Tensor, n: int) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if q.is_cuda else "torch"
+        if not q.is_cuda:
+            return "torch"
+        return "naive" if q.shape[0] * n <= AUTO_NAIVE_MAX_LOGITS else "triton"
     if backend == "triton":
         if not (q.is_cuda or INTERPRET):
             raise ValueError("backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before import for CPU")
@@ -106,8 +115,9 @@ def contrastive_loss(
             their own term and stay in each other's column denominator.
         reduction: "mean", "sum" or "none" (the [M] per-query losses).
         backend: "triton" (fused; CUDA, or CPU under TRITON_INTERPRET=1), "torch" (row-chunked PyTorch, the
-            CPU path), "naive" (materializes the logits: reference and baseline), "auto" (triton on CUDA, torch
-            elsewhere).
+            CPU path), "naive" (materializes the logits: reference and baseline), "auto" (on CUDA: naive up to
+            ``AUTO_NAIVE_MAX_LOGITS`` = 2^25 logits M·N, where launch latency dominates the fused path, triton
+            above; torch elsewhere).
         allow_tf32: let the triton backend use TF32 dot products for float32 inputs (faster, ~1e-3 relative).
 
     Returns:
@@ -149,7 +159,7 @@ def contrastive_loss(
         dtype = torch.promote_types(q.dtype, p.dtype)
     q = q.to(dtype).contiguous()
     p = p.to(dtype).contiguous()
-    backend = _resolve_backend(backend, q)
+    backend = _resolve_backend(backend, q, n)
     problem = Problem(q, p, labels, group_q, group_p, bool(symmetric), bool(allow_tf32))
     with torch.autocast(device.type, enabled=False):
         if backend == "naive":

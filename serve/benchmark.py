@@ -5,15 +5,16 @@ the same checkpoint, device, dtype and token limit:
 
 - ``lean``: :meth:`FusedEncoder.encode` (token-budget batches, length sorting, padding-free on
   CUDA when available, fused pooling); ``lean-padded`` / ``lean-packed`` force the batch layout;
-  ``lean-int8`` (``--int8``, CPU) and ``lean-compile`` (``--compile``) add those options;
+  ``lean-int8`` (``--int8``, CPU) and ``lean-compile`` (``--compile``) add those options, and
+  ``lean-int8-compile`` both;
 - ``unfused``: :class:`hybridfast.serve.baseline.UnfusedEncoder` (HF AutoModel, fixed-size
   padded batches in input order, torch pooling);
 - ``sentence-transformers``: ``SentenceTransformer.encode`` on the same weights (sorts by
   character length, padded batches), when the package is installed.
 
-Per dataset: one warm-up pass per variant, `repeats` rounds of one timed pass per variant
-(interleaved, medians reported), and one latency pass per variant that synchronizes after every
-batch. Reported: sequences/s, real (non-padding) tokens/s and tokens per process-CPU-second
+Per dataset: one warm-up pass per variant (its wall time is reported: compilation shows there),
+`repeats` rounds of one timed pass per variant (interleaved, medians reported), and one latency
+pass per variant that synchronizes after every batch. Reported: sequences/s, real (non-padding) tokens/s and tokens per process-CPU-second
 (robust to other load on a shared CPU), p50/p99 batch latency, peak memory (CUDA allocator peak, or sampled
 process RSS growth on CPU), the minimum cosine to the unfused baseline's embeddings, and
 speed-ups over the baselines measured in the same run. A variant that fails is recorded with
@@ -63,7 +64,7 @@ class BenchConfig:
     int8: bool = False
     compile: bool = False
     batch_size: int = 32
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None
     repeats: int = 3
     variants: list[str] = field(default_factory=lambda: ["lean", "unfused", "sentence-transformers"])
     out_dir: Path = Path("benchmarks/results")
@@ -81,7 +82,7 @@ class BenchConfig:
         if unknown or not self.variants:
             raise HybridfastError(f"--variants must list some of {', '.join(KNOWN_VARIANTS)}, got {self.variants}")
         for name in ("max_texts", "max_length", "batch_size", "max_batch_tokens", "repeats"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise HybridfastError(f"--{name.replace('_', '-')} must be at least 1")
 
 
@@ -264,7 +265,10 @@ def measure_all(
     live: list[Variant] = []
     for variant in variants:
         try:
-            rows[variant.name] = {"_embeddings": variant.encode(texts, None), "_wall": [], "_cpu": []}
+            start = time.perf_counter()
+            embeddings = variant.encode(texts, None)
+            rows[variant.name] = {"_embeddings": embeddings, "_wall": [], "_cpu": [],
+                                  "warmup_seconds": time.perf_counter() - start}
             live.append(variant)
         except Exception as err:  # e.g. out of memory: record and go on
             rows[variant.name] = {"error": f"{type(err).__name__}: {err}"}
@@ -316,7 +320,10 @@ def _lean_variant(name: str, model_dir: str, device: Any, dtype: Any, config: Be
 
     variant = Variant(name, encode)
     encode(texts=["warm up the padding-free self-check"], on_batch=None)
-    variant.backend = encoder.inference_backend + (", int8" if encoder.quantized else "")
+    budget = config.max_batch_tokens or encoder.default_batch_tokens
+    variant.backend = f"{encoder.inference_backend}, {budget} tokens per batch"
+    variant.backend += f", {encoder.quantization}" if encoder.quantized else ""
+    variant.backend += ", torch.compile" if options.get("compile") else ""
     return variant
 
 
@@ -392,6 +399,9 @@ def _build_variants(config: BenchConfig, model_dir: str, device: Any, dtype: Any
     if config.compile:
         makers.append(("lean-compile", lambda: _lean_variant("lean-compile", model_dir, device, dtype, config,
                                                              compile=True)))
+    if config.int8 and config.compile:
+        makers.append(("lean-int8-compile", lambda: _lean_variant("lean-int8-compile", model_dir, device, dtype,
+                                                                  config, quantize="int8", compile=True)))
     return makers
 
 
@@ -573,7 +583,7 @@ def plot_results(result: dict[str, Any], path: Path) -> None:
 def summary_table(result: dict[str, Any]) -> str:
     """A plain-text table of the result, one line per dataset and variant."""
     lines = [f"{'dataset':<9} {'variant':<22} {'seq/s':>9} {'tok/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'mem MiB':>8} {'vs unfused':>10} {'vs ST':>6}"]
+             f"{'mem MiB':>8} {'warm-up s':>9} {'vs unfused':>10} {'vs ST':>6}"]
     for name, data in result["datasets"].items():
         for variant, row in data["variants"].items():
             if "error" in row:
@@ -583,7 +593,8 @@ def summary_table(result: dict[str, Any]) -> str:
             lines.append(
                 f"{name:<9} {variant:<22} {row['sequences_per_s']:>9.1f} {row['real_tokens_per_s']:>11.0f} "
                 f"{row['batch_latency_ms_p50'] or 0:>8.1f} {row['batch_latency_ms_p99'] or 0:>8.1f} "
-                f"{row['peak_memory_mib']:>8.1f} {ratios.get('vs_unfused', float('nan')):>10.2f} "
+                f"{row['peak_memory_mib']:>8.1f} {row.get('warmup_seconds', float('nan')):>9.1f} "
+                f"{ratios.get('vs_unfused', float('nan')):>10.2f} "
                 f"{ratios.get('vs_sentence-transformers', float('nan')):>6.2f}"
             )
     return "\n".join(lines)

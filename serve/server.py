@@ -63,7 +63,7 @@ ENDPOINTS = ("/v1/embeddings", "/search", "/health", "/metrics")
 class ServerSettings:
     """Limits and batching knobs of one server; the CLI flags of `hybridfast serve`."""
 
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None  # None: the encoder's default_batch_tokens (GPU 16384, CPU 2048)
     max_wait_ms: float = 5.0
     max_inputs_per_request: int = 256
     max_tokens_per_input: int = 512
@@ -73,7 +73,7 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_inputs_per_request", "max_tokens_per_input", "max_body_bytes"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise HybridfastError(f"server settings: {name} must be at least 1, not {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise HybridfastError(f"server settings: max_wait_ms must be at least 0, not {self.max_wait_ms}")
@@ -616,7 +616,7 @@ def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
         raise HybridfastError(f"the index holds {index.d}-dimensional vectors, the model makes {encoder.dim}")
     served_name = model_name or encoder.source or "hybridfast"
     metrics = ServerMetrics()
-    batcher = DynamicBatcher(encoder, max_batch_tokens=settings.max_batch_tokens,
+    batcher = DynamicBatcher(encoder, max_batch_tokens=settings.max_batch_tokens or encoder.default_batch_tokens,
                              max_wait_ms=settings.max_wait_ms, metrics=metrics)
     metrics.queue_depth = batcher.queue_depth
     tokenizers = TokenizerPool(encoder, settings)

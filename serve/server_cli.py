@@ -15,8 +15,9 @@ def serve_command(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default answers this machine only."),
     port: int = typer.Option(8080, "--port", help="TCP port to listen on."),
-    max_batch_tokens: int = typer.Option(
-        16384, "--max-batch-tokens", help="Tokens gathered from concurrent requests into one batch."
+    max_batch_tokens: int | None = typer.Option(
+        None, "--max-batch-tokens",
+        help="Tokens gathered from concurrent requests into one batch (default: 16384 on GPU, 2048 on CPU).",
     ),
     max_wait_ms: float = typer.Option(
         5.0, "--max-wait-ms", help="How long a batch waits for more requests after its first input."
@@ -39,7 +40,7 @@ def serve_command(
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ... (default: cuda if present)."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)."),
     quantize: str | None = typer.Option(
-        None, "--quantize", help="int8: dynamic int8 quantization of the linear layers (CPU, float32 models)."
+        None, "--quantize", help="int8: int8 linear layers with per-token activation scales (CPU, float32 models)."
     ),
     threads: int | None = typer.Option(
         None, "--threads", min=1,

@@ -340,6 +340,24 @@ def test_device_mix_raises_value_error() -> None:
         contrastive_loss(torch.randn(4, 8, device="cuda"), torch.randn(6, 8, device="cuda"), labels=torch.arange(4))
 
 
+def test_auto_backend_policy() -> None:
+    from hybridfast.kernels import functional
+
+    class FakeCuda:
+        is_cuda = True
+
+        def __init__(self, rows: int) -> None:
+            self.shape = (rows, 8)
+
+    limit = functional.AUTO_NAIVE_MAX_LOGITS
+    assert functional._resolve_backend("auto", torch.randn(4, 8), 6) == "torch"
+    assert functional._resolve_backend("auto", FakeCuda(4096), limit // 4096) == "naive"
+    assert functional._resolve_backend("auto", FakeCuda(4096), limit // 4096 + 1) == "triton"
+    if HAS_CUDA:  # a small problem under "auto" is the naive path, bit for bit
+        q, p = torch.randn(6, 8, device="cuda"), torch.randn(9, 8, device="cuda")
+        assert torch.equal(contrastive_loss(q, p, backend="naive"), contrastive_loss(q, p, backend="auto"))
+
+
 def test_triton_on_cpu_without_interpreter_raises() -> None:
     if INTERPRET:
         pytest.skip("the interpreter runs triton on CPU tensors")

@@ -81,12 +81,21 @@ def test_max_length_override_truncates(lean, tiny_model_dir):
     assert _min_cosine(short, reference) >= 0.9999
 
 
-def test_int8_runs_and_stays_close(tiny_model_dir, baseline_embeddings):
-    quantized = FusedEncoder.from_pretrained(tiny_model_dir, device="cpu", quantize="int8")
-    assert quantized.quantized == "int8"
-    assert type(quantized.model.encoder.layer[0].attention.self.query).__module__.startswith("torch.ao.nn.quantized.dynamic")
-    out = quantized.encode_passages(TEXTS)
-    assert _min_cosine(out, baseline_embeddings) >= 0.99
+def test_default_token_budget_depends_on_device(lean):
+    assert lean.default_batch_tokens == 2048  # CPU: batches that stay in cache
+    seen: list[int] = []
+    lean.encode_passages(["word " * 100] * 40, max_length=60, progress=seen.append)
+    assert seen == [34, 6]  # 60-token texts: 34 fit in 2048 tokens
+    seen.clear()
+    lean.encode_passages(["word " * 100] * 40, max_length=60, progress=seen.append, max_batch_tokens=16384)
+    assert seen == [40]
+
+
+def test_compiled_encoder_matches_baseline(tiny_model_dir, baseline_embeddings):
+    compiled = FusedEncoder.from_pretrained(tiny_model_dir, device="cpu", compile=True)
+    order = np.random.default_rng(5).permutation(len(TEXTS))
+    out = compiled.encode_passages([TEXTS[i] for i in order], max_batch_tokens=64)  # several batch shapes
+    assert _min_cosine(out, baseline_embeddings[order]) >= 0.9999
 
 
 def test_empty_input_and_bad_input(lean):
