@@ -111,8 +111,9 @@ def encode_command(
                 ids, texts, out, model=str(model), kind=kind.value, shard_size=shard_size, fmt=fmt.value,
                 progress=advance,
             )
+    backend = encoder.inference_backend + (f", {encoder.quantization}" if encoder.quantized else "")
     typer.echo(f"wrote {manifest['count']} embeddings (dim {manifest['dim']}) in "
-               f"{len(manifest['shards'])} shard(s) to {out} [{encoder.inference_backend}]")
+               f"{len(manifest['shards'])} shard(s) to {out} [{backend}]")
 
 
 def index_command(
