@@ -43,11 +43,9 @@ class GpuChoice(str, Enum):
 @contextmanager
 def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr; yields `advance(n)`."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from hybridfast.progress import rich_progress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with rich_progress(transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 

@@ -432,20 +432,12 @@ def train(
 
         return writer.save(at_step, write_main, write_all)
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TextColumn
 
-    progress = Progress(
-        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"), disable=not (is_main and show_progress),
-    )
-    task = progress.add_task("train", total=total_steps, completed=step, status="")
+    from hybridfast.progress import rich_progress
+
+    progress = rich_progress(TextColumn("{task.fields[status]}"), enabled=is_main and show_progress)
+    task = progress.add_task("[bold]train", total=total_steps, completed=step, status="")
     losses: dict[int, float] = {}
     window: list[float] = []
     window_examples = window_tokens = 0

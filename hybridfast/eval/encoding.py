@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from hybridfast.progress import rich_progress
+
 if TYPE_CHECKING:
     from hybridfast.encoder import FusedEncoder
 
@@ -42,7 +44,7 @@ def encode_texts(
     order = np.argsort([len(text) for text in texts], kind="stable")
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     start_time = time.perf_counter()
-    with _progress_bar(progress) as bar:
+    with rich_progress(enabled=progress) as bar:
         task = bar.add_task(label, total=len(texts))
         # Without a terminal (a log file), rich draws nothing until the end: print a line per tenth instead.
         log_lines = progress and not bar.console.is_terminal
@@ -59,26 +61,3 @@ def encode_texts(
         timer.seconds += time.perf_counter() - start_time
         timer.texts += len(texts)
     return out
-
-
-def _progress_bar(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
