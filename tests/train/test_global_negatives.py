@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import torch.multiprocessing as mp
 
 from hybridfast.encoder import EncoderConfig, FusedEncoder
 from hybridfast.kernels import contrastive_loss
-from hybridfast.train.loop import ContrastiveDualEncoder
+from hybridfast.train.loop import ContrastiveDualEncoder, loopback_interface, pin_gloo_to_loopback
 from hybridfast.train.loss import global_contrastive_loss
 
 WORLD = 2
@@ -40,7 +43,8 @@ def _inputs(encoder: FusedEncoder, index: list[int]) -> tuple:
 
 
 def _worker(rank: int, model_dir: str, store: str, out: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
+                                         timeout=datetime.timedelta(seconds=120))
     module = _model(model_dir)
     ddp = torch.nn.parallel.DistributedDataParallel(module)
     q, p, q_groups, c_groups = _inputs(module.encoder, list(range(rank * B, (rank + 1) * B)))
@@ -55,8 +59,13 @@ def _worker(rank: int, model_dir: str, store: str, out: str) -> None:
 
 
 @pytest.mark.multiprocess
-def test_two_process_gradient_equals_single_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.timeout(300)
+def test_two_process_gradient_equals_single_process(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "grads.pt"
+    # Both ranks on this machine: gloo over loopback, whatever the hostname resolves to (the children inherit it).
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", os.environ.get("GLOO_SOCKET_IFNAME", loopback_interface()))
     mp.spawn(_worker, args=(str(tiny_model_dir), str(tmp_path / "store"), str(out)), nprocs=WORLD, join=True)
     distributed = torch.load(out, weights_only=True)
 
@@ -98,3 +107,23 @@ def test_single_process_is_the_plain_loss() -> None:
         global_contrastive_loss(q, c, temperature=0.05, query_groups=groups)
 
 
+
+
+@pytest.mark.parametrize(
+    ("env", "pinned"),
+    [
+        ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, True),  # every rank on this machine
+        ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}, False),  # two machines: the user's network decides
+        ({"WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}, False),  # one process: no gloo
+        ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "GLOO_SOCKET_IFNAME": "eth7"}, False),  # the user's choice wins
+    ],
+)
+def test_gloo_pinned_to_loopback_only_on_one_machine(monkeypatch: pytest.MonkeyPatch, env: dict, pinned: bool) -> None:
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "GLOO_SOCKET_IFNAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pin_gloo_to_loopback()
+    expected = loopback_interface() if pinned else env.get("GLOO_SOCKET_IFNAME")
+    assert os.environ.get("GLOO_SOCKET_IFNAME") == expected
+    assert loopback_interface() in {name for _, name in socket.if_nameindex()}
