@@ -26,6 +26,7 @@ from torch import nn
 from hybridfast.batching import pack_batch, pad_batch, plan_batches
 from hybridfast.errors import HybridfastError
 from hybridfast.kernels import pool, pool_varlen
+from hybridfast.tokenization import ParallelTokenizer
 from hybridfast.varlen import (
     ATTN_NAME,
     flash_varlen_available,
@@ -234,14 +235,10 @@ class FusedEncoder(nn.Module):
         return self.model if compiled is None else compiled
 
     def _token_ids(self, texts: list[str], prefix: str, max_length: int) -> list[list[int]]:
-        encoded = self.tokenizer(
-            [prefix + text for text in texts],
-            truncation=True,
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return encoded["input_ids"]
+        tokenizer = self.__dict__.get("_parallel_tokenizer")
+        if tokenizer is None or tokenizer.tokenizer is not self.tokenizer:
+            tokenizer = self.__dict__["_parallel_tokenizer"] = ParallelTokenizer(self.tokenizer)
+        return tokenizer.token_ids([prefix + text for text in texts], max_length)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -339,8 +336,8 @@ class FusedEncoder(nn.Module):
     ) -> np.ndarray | torch.Tensor:
         """Embed texts as float32 [n, D] rows in input order; `prefix` selects query/passage prefixing.
 
-        Texts are tokenized up front (chunk by chunk, the next chunk in a background thread while
-        the current one runs), sorted by length and batched by a token budget
+        Texts are tokenized up front (chunk by chunk on several threads, see
+        `hybridfast.tokenization`; the next chunk in the background while the current one runs), sorted by length and batched by a token budget
         (`max_batch_tokens`, counting padding in padded batches; see `hybridfast.batching`; default
         :attr:`default_batch_tokens`),
         at most `batch_size` texts per batch when given. `max_length` overrides the

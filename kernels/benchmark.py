@@ -32,6 +32,8 @@ NAIVE_BYTES_PER_LOGIT = 12
 GIB = 1024**3
 # Triton rows with M·N up to this are also checked against float64 (the autotuned configs' correctness).
 CHECK_MAX_MN = 4096 * 4096
+# Larger rows are checked on a case whose longer side is this (same autotune key, so the same configs).
+CHECK_SIDE = 2048
 # Rows with M·N up to this also get a queued (back-to-back) timing: launch-bound sizes.
 QUEUED_MAX_MN = 16384 * 16384
 # Shapes (M = N, d) that get a per-stage breakdown on a GPU: the issue's targets.
@@ -171,6 +173,14 @@ def _loss_case(
     return q.requires_grad_(), p.requires_grad_(), groups
 
 
+def _chosen_configs() -> dict[str, str]:
+    """The configs the autotuner last picked for the fused forward and dS kernels."""
+    from hybridfast.kernels import contrastive
+
+    return {name: str(getattr(kernel, "best_config", None))
+            for name, kernel in (("forward", contrastive._forward_kernel), ("dS", contrastive._grad_scores_kernel))}
+
+
 def _check_against_float64(q: Any, p: Any, groups: Any, symmetric: bool) -> dict[str, Any]:
     """Relative errors of the triton loss and gradients against the naive backend in float64."""
     torch = _torch()
@@ -225,10 +235,18 @@ def bench_loss(
     flops = 8 * m * n * d
     row.update(status="ok", ms=ms, times_ms=times, tflops=flops / ms / 1e9,
                extra_gib=None if extra is None else extra / GIB)
-    if backend == "triton" and device == "cuda" and m * n <= CHECK_MAX_MN:
-        # The sweep runs the autotuned configs (the CUDA tests pin one): check them against float64 here.
+    if backend == "triton" and device == "cuda":
+        row["configs"] = _chosen_configs()
+        # The sweep runs the autotuned configs (the CUDA tests pin one): check them against float64. Larger rows
+        # are checked on a smaller case with the same autotune key (d, groups, symmetric, dtype), which runs the
+        # same cached configs.
         try:
-            row.update(_check_against_float64(q, p, groups, symmetric))
+            if m * n <= CHECK_MAX_MN:
+                row.update(_check_against_float64(q, p, groups, symmetric))
+            else:
+                small_m = max(1, m * CHECK_SIDE // max(m, n))
+                small = _loss_case(small_m, n * CHECK_SIDE // max(m, n), d, dtype, device, grouped, seed=m)
+                row.update(_check_against_float64(*small, symmetric), check_shape=[small[0].shape[0], small[1].shape[0]])
         except Exception as err:
             row["check"] = f"error: {type(err).__name__}: {err}"
     if device == "cuda" and m * n <= QUEUED_MAX_MN:
@@ -497,7 +515,13 @@ def markdown_summary(record: dict[str, Any]) -> str:
         lines += ["", "Autotuned triton configs against float64: " + "; ".join(
             f"{r['m']}×{r['n']} d={r['d']}{' ' + r['kind'] if 'kind' in r else ''}: {r['check']}"
             + (" (max rel. err {:.1e})".format(max(r["check_rel_err"].values())) if "check_rel_err" in r else "")
+            + (" at {}×{}".format(*r["check_shape"]) if "check_shape" in r else "")
             for r in checks)]
+    picked = [r for r in loss_rows if r.get("configs")]
+    if picked:
+        lines += ["", "Autotuned configs (forward / dS): " + "; ".join(
+            f"{r['m']}×{r['n']} d={r['d']}{' ' + r['kind'] if 'kind' in r else ''}: "
+            f"{r['configs']['forward']} / {r['configs']['dS']}" for r in picked)]
     queued = [r for r in main if r.get("ms_queued")]
     if queued:
         lines += ["", "Launch-bound sizes, also timed back to back (host launch latency overlapped; ms per call):",

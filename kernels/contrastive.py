@@ -20,7 +20,7 @@ splits computes score tiles ``tl.dot(q_tile, p_tileᵀ)`` over K-chunks of d in 
 ``m`` and sum ``l`` of ``exp2(s·log2(e)/τ - m)`` per row, so nothing of size M×N is stored. Each program writes
 its split's (m, l) and the positive score; a tiny reduction in PyTorch merges splits into the row log-sum-exp
 (base 2). For ``symmetric=True`` the same tiles also give per-(row-block, column) partial column (max, sum) into a
-[ceil(M/BLOCK_M), N] fp32 buffer, merged afterwards into the column log-sum-exp: no second pass over the scores.
+[ceil(M/128), N] fp32 buffer, merged afterwards into the column log-sum-exp: no second pass over the scores.
 
 Backward: with upstream gradient g_i of loss_i, ``dS_ij = ∂L/∂s_ij = (g_i/τ)·(P_ij - 1[j = l_i])``
 (plus, when symmetric, ``(w_j/τ)·Pᶜ_ij - (g'_i/τ)·1[j = l_i]`` with ``w_j = Σ_{i: l_i = j} g'_i`` and the column
@@ -61,29 +61,70 @@ WIDE_TILES = os.environ.get("HYBRIDFAST_WIDE_TILES", "1") != "0"
 # took d=768, 65,536² from 81.2 to 55.5 ms) or "triton" (in-place fp32 accumulate kernel; also the fallback where
 # torch's addmm lacks out_dtype). A single row chunk always takes one cuBLAS matmul straight into dP.
 DP_ACCUMULATE = os.environ.get("HYBRIDFAST_DP_ACCUMULATE", "cublas")
-# Row block of the Triton kernels; column splits are aligned to the widest column tile.
-BLOCK_M = 16 if INTERPRET else 128
-SPLIT_ALIGN = 16 if INTERPRET else 128
+# Row alignment of the backward's row chunks and of the column splits; the kernels' own row block (BLOCK_M) is a
+# tuned meta-parameter: 128, or 256 over four warpgroups.
+ROW_ALIGN = 16 if INTERPRET else 128
+SPLIT_ALIGN = ROW_ALIGN
 
 
-def _configs(wide: bool = False) -> list[triton.Config]:
+def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int, maxnreg: int | None = None):
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}, num_warps=warps,
+                         num_stages=stages, maxnreg=maxnreg)
+
+
+def _configs(kernel: str) -> list[triton.Config]:
+    """Score-tile configs of the forward ("forward") or the dS kernel ("grad").
+
+    Register and spill counts below are from local sm_90 compiles (triton 3.9, 16-byte divisibility hints, bf16,
+    d = 768); the autotuner times every config on the device and keeps the fastest per key.
+    """
     if not AUTOTUNE:
         if INTERPRET:
-            return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
-        return [triton.Config({"BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3)]
+            return [_config(16, 16, 16, 4, 1)]
+        return [_config(128, 128, 32, 8, 3)]
     configs = [
-        triton.Config({"BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
-        triton.Config({"BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
+        _config(128, 128, 64, 8, 3),
+        _config(128, 128, 64, 8, 4),
+        _config(128, 64, 64, 4, 4),
+        _config(128, 128, 32, 8, 4),
+        # 256 query rows over four warpgroups (64 accumulator registers per thread): each streamed q and p byte
+        # feeds 85 FLOP instead of 64 at 128×128, for the forward and dS kernels that run from L2 at ~340-380
+        # TFLOP/s. Forward 122 registers, dS 128, no spills (symmetric forward: 224 B of stack).
+        _config(256, 128, 64, 16, 3),
     ]
-    if wide and WIDE_TILES:
-        # dS kernel only: 128×256 tiles stream 85 FLOP per byte of q and p tiles from L2 instead of 64 (128×128),
-        # the tile of Triton's Hopper GEMM tutorial. Compiled locally for sm_90 (triton 3.9): 255 registers, no
-        # spills, 144 KiB shared memory; the forward kernel's softmax state makes the same tile spill (328 B of
-        # stack), so it keeps 128×128. The autotuner times it against the others and keeps the fastest.
-        configs.append(triton.Config({"BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3))
+    if kernel == "forward":
+        # Capped at 128 registers (124 used, no spills, 96 KiB shared memory): two blocks per SM, so one block's
+        # exp2/online-softmax epilogue overlaps the other's MMAs. Uncapped it takes 135 and runs one block per SM.
+        configs.append(_config(128, 128, 64, 8, 3, maxnreg=128))
+    if kernel == "grad" and WIDE_TILES:
+        # 128×256 on two warpgroups: 255 registers, no spills, 144 KiB shared memory in the dS kernel (the forward's
+        # softmax state makes it spill there).
+        configs.append(_config(128, 256, 64, 8, 3))
     return configs
+
+
+def _is_first_run_config(config: triton.Config) -> bool:
+    """The configs every GPU run so far compiled (128-row, at most 128-column tiles, no register cap)."""
+    return config.kwargs["BLOCK_M"] == 128 and config.kwargs["BLOCK_N"] <= 128 and not config.maxnreg
+
+
+def _launch_falling_back(kernel, launch) -> None:
+    """Launch; if a config newer than the first GPU runs fails to compile in a way the autotuner does not skip,
+    drop the new configs (with a RuntimeWarning) and tune again among the proven ones."""
+    try:
+        launch()
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:
+        configs = getattr(kernel, "configs", None) or []
+        proven = [c for c in configs if _is_first_run_config(c)]
+        if not proven or len(proven) == len(configs):
+            raise
+        warnings.warn(f"contrastive kernel: dropping the configs {[str(c) for c in configs if c not in proven]} "
+                      f"after {type(err).__name__}: {err}", RuntimeWarning, stacklevel=3)
+        kernel.configs = proven
+        getattr(kernel, "cache", {}).clear()
+        launch()
 
 
 _HEURISTICS = {"EVEN_K": lambda args: args["D"] % args["BLOCK_K"] == 0}
@@ -120,7 +161,7 @@ def _score_tile(
     return acc
 
 
-@triton.autotune(configs=_configs(), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
+@triton.autotune(configs=_configs("forward"), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
 @triton.heuristics(_HEURISTICS)
 @triton.jit(do_not_specialize=["M", "N", "cols_per_split"])
 def _forward_kernel(
@@ -130,13 +171,18 @@ def _forward_kernel(
     HAS_GROUPS: tl.constexpr, SYMMETRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
 ):
-    """Per (row block, column split): online base-2 softmax statistics and the positive's score."""
+    """Per (row block, column split): online base-2 softmax statistics, and with groups the positive's score.
+
+    Rows past M load zeros and their statistics are never stored, so only the symmetric column statistics mask
+    them. Without groups the positive's score comes from ``_positive_scores_kernel``: no per-element label
+    compare here, which with the row mask took the 128×128 tile from 232 to 135 registers.
+    """
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
-    labels = tl.load(labels_ptr + rows, mask=row_ok, other=-1)
     if HAS_GROUPS:
+        labels = tl.load(labels_ptr + rows, mask=row_ok, other=-1)
         gq = tl.load(gq_ptr + rows, mask=row_ok, other=0)
     scale2 = tl.load(scale2_ptr)
     m_i = tl.full((BLOCK_M,), -1.0e30, dtype=tl.float32)
@@ -150,10 +196,12 @@ def _forward_kernel(
         s = _score_tile(q_ptr, p_ptr, rows, cols, row_ok, col_ok, D, stride_q, stride_p,
                         BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, INPUT_PRECISION, UPCAST)
         # col_ok too: a column past this split's end may be a row's positive (counted by the next split).
-        is_pos = (cols[None, :] == labels[:, None]) & col_ok[None, :]
-        pos += tl.sum(tl.where(is_pos, s, 0.0), axis=1)
-        kept = row_ok[:, None] & col_ok[None, :]
+        kept = col_ok[None, :]
+        if SYMMETRIC:
+            kept = kept & row_ok[:, None]
         if HAS_GROUPS:
+            is_pos = (cols[None, :] == labels[:, None]) & col_ok[None, :]
+            pos += tl.sum(tl.where(is_pos, s, 0.0), axis=1)
             gp = tl.load(gp_ptr + cols, mask=col_ok, other=0)
             kept = kept & ((gq[:, None] != gp[None, :]) | is_pos)
         z = tl.where(kept, s * scale2, float("-inf"))
@@ -169,10 +217,32 @@ def _forward_kernel(
     part = pid_s.to(tl.int64) * M + rows
     tl.store(m_part_ptr + part, m_i, mask=row_ok)
     tl.store(l_part_ptr + part, l_i, mask=row_ok)
-    tl.store(pos_part_ptr + part, pos, mask=row_ok)
+    if HAS_GROUPS:
+        tl.store(pos_part_ptr + part, pos, mask=row_ok)
 
 
-@triton.autotune(configs=_configs(wide=True), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
+@triton.jit
+def _positive_scores_kernel(
+    q_ptr, p_ptr, labels_ptr, out_ptr, M, D, stride_q, stride_p,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """s(i, l_i) = q_i · p_{l_i} in fp32 for a block of rows: O(M·d), one launch."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < M
+    labels = tl.load(labels_ptr + rows, mask=row_ok, other=0)
+    q_rows = q_ptr + rows.to(tl.int64)[:, None] * stride_q
+    p_rows = p_ptr + labels.to(tl.int64)[:, None] * stride_p
+    acc = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        kk = k0 + tl.arange(0, BLOCK_K)
+        ok = row_ok[:, None] & (kk < D)[None, :]
+        a = tl.load(q_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+        b = tl.load(p_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+        acc += tl.sum(a * b, axis=1)
+    tl.store(out_ptr + rows, acc, mask=row_ok)
+
+
+@triton.autotune(configs=_configs("grad"), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
 @triton.heuristics(_HEURISTICS)
 @triton.jit(do_not_specialize=["row0", "R", "N"])
 def _grad_scores_kernel(
@@ -458,28 +528,45 @@ def forward_triton(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, t
     q, p = problem.q, problem.p
     m, n = q.shape[0], p.shape[0]
     dev = q.device
-    row_blocks = triton.cdiv(m, BLOCK_M)
-    splits, per_split = _num_splits(problem, row_blocks)
+    grouped = problem.group_q is not None
+    splits, per_split = _num_splits(problem, triton.cdiv(m, ROW_ALIGN))
     m_part = torch.empty(splits, m, dtype=torch.float32, device=dev)
     l_part = torch.empty_like(m_part)
-    pos_part = torch.empty_like(m_part)
+    pos_part = torch.empty_like(m_part) if grouped else m_part
     if problem.symmetric:
-        col_m = torch.empty(row_blocks, n, dtype=torch.float32, device=dev)
-        col_l = torch.empty_like(col_m)
+        # One row of column statistics per 128-row block; 256-row blocks fill the first half of the rows, the
+        # rest stay (max, sum) = (NEG_BIG, 0), which the merge ignores.
+        col_m = torch.full((triton.cdiv(m, ROW_ALIGN), n), NEG_BIG, dtype=torch.float32, device=dev)
+        col_l = torch.zeros_like(col_m)
     else:
         col_m = col_l = m_part
     gq, gp = _group_args(problem)
     scale2 = LOG2E / tau
-    _forward_kernel[(row_blocks, splits)](
-        q, p, problem.labels, gq, gp, scale2,
-        m_part, l_part, pos_part, col_m, col_l,
-        m, n, q.shape[1], q.stride(0), p.stride(0), per_split,
-        HAS_GROUPS=problem.group_q is not None, SYMMETRIC=problem.symmetric,
-        INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
-        BLOCK_M=BLOCK_M,
-    )
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(m, meta["BLOCK_M"]), splits
+
+    def launch() -> None:
+        _forward_kernel[grid](
+            q, p, problem.labels, gq, gp, scale2,
+            m_part, l_part, pos_part, col_m, col_l,
+            m, n, q.shape[1], q.stride(0), p.stride(0), per_split,
+            HAS_GROUPS=grouped, SYMMETRIC=problem.symmetric,
+            INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
+        )
+
+    _launch_falling_back(_forward_kernel, launch)
+    if grouped:
+        pos = pos_part.sum(dim=0)
+    else:
+        pos = torch.empty(m, dtype=torch.float32, device=dev)
+        block_r = 16 if INTERPRET else 32
+        _positive_scores_kernel[(triton.cdiv(m, block_r),)](
+            q, p, problem.labels, pos, m, q.shape[1], q.stride(0), p.stride(0), BLOCK_R=block_r,
+            BLOCK_K=16 if INTERPRET else 128,
+        )
     col_lse2 = _merge_lse2(col_m, col_l) if problem.symmetric else None
-    return pos_part.sum(dim=0), scale2, Stats(_merge_lse2(m_part, l_part), col_lse2)
+    return pos, scale2, Stats(_merge_lse2(m_part, l_part), col_lse2)
 
 
 @dataclass
@@ -553,7 +640,7 @@ def grad_scores_triton(
     col_lse2 = coef.col_lse2 if coef.col_lse2 is not None else coef.g_row
 
     def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(r1 - r0, BLOCK_M), triton.cdiv(n, meta["BLOCK_N"])
+        return triton.cdiv(r1 - r0, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"])
 
     def launch() -> None:
         _grad_scores_kernel[grid](
@@ -562,25 +649,9 @@ def grad_scores_triton(
             r0, r1 - r0, n, d, problem.q.stride(0), problem.p.stride(0),
             HAS_GROUPS=problem.group_q is not None, SYMMETRIC=problem.symmetric,
             INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
-            BLOCK_M=BLOCK_M,
         )
 
-    try:
-        launch()
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as err:
-        # The 128×256 config is new and was compiled only with a newer triton: if compiling it fails in a way
-        # the autotuner does not skip by itself, drop it and tune again among the configs the first GPU run used.
-        configs = getattr(_grad_scores_kernel, "configs", None)
-        wide = [c for c in configs or () if c.kwargs.get("BLOCK_N") == 256]
-        if not wide:
-            raise
-        warnings.warn(f"contrastive dS kernel: dropping the 128×256 config after {type(err).__name__}: {err}",
-                      RuntimeWarning, stacklevel=2)
-        _grad_scores_kernel.configs = [c for c in configs if c not in wide]
-        getattr(_grad_scores_kernel, "cache", {}).clear()
-        launch()
+    _launch_falling_back(_grad_scores_kernel, launch)
 
 
 @functools.cache
@@ -632,7 +703,7 @@ def backward_chunked(
     coef = _grad_coefficients(problem, stats, grad, tau)
     scaled = _needs_ds_scale(problem)
     inv_scale = 1.0 / coef.ds_scale if scaled else None
-    rows = _chunk_rows(m, n, q.element_size(), BLOCK_M)
+    rows = _chunk_rows(m, n, q.element_size(), ROW_ALIGN)
     single = rows >= m
     buffer = torch.empty(rows, n, dtype=q.dtype, device=q.device)
     dq = torch.empty_like(q) if need_q or need_tau else None

@@ -224,10 +224,55 @@ def test_several_row_chunks_and_column_splits(
     """A tiny buffer budget forces several backward row chunks (and the torch forward's chunks)."""
     _skip_unsupported(backend, "cpu")
     m, n = 40, 70
-    monkeypatch.setattr(contrastive_module, "BUFFER_BYTES", contrastive_module.BLOCK_M * n * 2)
+    monkeypatch.setattr(contrastive_module, "BUFFER_BYTES", contrastive_module.ROW_ALIGN * n * 2)
     q, p, labels, gen = _inputs(m, n, 24, dtype, "cpu", normalized=True, seed=5)
     groups = (torch.randint(0, 3, (m,), generator=gen), torch.randint(0, 3, (n,), generator=gen))
     _check(q, p, labels, backend=backend, temperature=0.05, group_ids=groups, symmetric=True)
+
+
+@pytest.mark.skipif(not INTERPRET, reason="swaps the interpreter's single config; compiled kernels autotune")
+@pytest.mark.parametrize(("grouped", "symmetric"), [(False, False), (True, False), (False, True), (True, True)])
+def test_taller_row_block(grouped: bool, symmetric: bool, monkeypatch: pytest.MonkeyPatch, poison) -> None:
+    """A row block twice the row alignment (the 256-row GPU configs' case, scaled to the interpreter): the grids
+    follow the config's BLOCK_M, half-filled symmetric column statistics merge correctly, and row tails stay
+    unstored. Several row chunks and column splits as well."""
+    config = contrastive_module._config(2 * contrastive_module.ROW_ALIGN, 16, 16, 4, 1)
+    for kernel in (contrastive_module._forward_kernel, contrastive_module._grad_scores_kernel):
+        monkeypatch.setattr(kernel, "configs", [config])
+        monkeypatch.setattr(kernel, "cache", {})
+    m, n = 100, 70  # three full 32-row blocks and a 4-row tail; fp32 backward row chunks of 64 rows
+    monkeypatch.setattr(contrastive_module, "BUFFER_BYTES", 4 * contrastive_module.ROW_ALIGN * n * 4)
+    q, p, labels, gen = _inputs(m, n, 24, torch.float32, "cpu", normalized=True, seed=31)
+    groups = (torch.randint(0, 3, (m,), generator=gen), torch.randint(0, 3, (n,), generator=gen)) if grouped else None
+    _check(q, p, labels, backend="triton", temperature=0.05, group_ids=groups, symmetric=symmetric)
+
+
+def test_new_configs_fall_back_to_proven_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config newer than the GPU runs so far that fails to compile is dropped with a warning; a failure with only
+    proven configs is raised."""
+    proven = contrastive_module._config(128, 128, 64, 8, 3)
+    new = [contrastive_module._config(256, 128, 64, 16, 3), contrastive_module._config(128, 128, 64, 8, 3, 128)]
+
+    class Kernel:
+        configs = [proven, *new]
+        cache = {"key": "stale"}
+
+    calls = []
+
+    def launch() -> None:
+        calls.append(list(Kernel.configs))
+        if len(Kernel.configs) > 1:
+            raise RuntimeError("ptxas: too many resources")
+
+    with pytest.warns(RuntimeWarning, match="dropping the configs"):
+        contrastive_module._launch_falling_back(Kernel, launch)
+    assert Kernel.configs == [proven] and Kernel.cache == {} and len(calls) == 2
+
+    def always_fails() -> None:
+        raise RuntimeError("broken kernel")
+
+    with pytest.raises(RuntimeError, match="broken kernel"):
+        contrastive_module._launch_falling_back(Kernel, always_fails)
 
 
 def test_repeated_labels_symmetric(poison) -> None:

@@ -40,6 +40,8 @@ def test_markdown_summary_shows_breakdown_queued_and_checks() -> None:
     loss = {"op": "contrastive_loss", "backend": "triton", "m": 4096, "n": 4096, "d": 768, "status": "ok",
             "ms": 1.0, "tflops": 100.0, "fraction_of_ceiling": 0.1, "extra_gib": 0.03, "ms_queued": 0.4,
             "check": "pass", "check_rel_err": {"loss": 1e-6, "dq": 4e-3, "dp": 4e-3}}
+    big = dict(loss, m=65536, n=65536, check_shape=[2048, 2048],
+               configs={"forward": "BLOCK_M: 256, BLOCK_N: 128", "dS": "BLOCK_M: 128, BLOCK_N: 256"})
     naive = dict(loss, backend="naive", ms=0.9, check=None, check_rel_err=None)
     del naive["check"], naive["check_rel_err"]
     breakdown = {"op": "breakdown", "backend": "triton", "variant": "dP triton", "m": 65536, "n": 65536, "d": 768,
@@ -53,10 +55,12 @@ def test_markdown_summary_shows_breakdown_queued_and_checks() -> None:
                 "status": "ok"}
     record = {"card": "test", "torch": "x", "triton": "y", "date": "now",
               "matmul_ceiling": {"tflops": 787.0, "dtype": "bfloat16", "size": 8192}, "copy": {"gbps": 4207.0},
-              "rows": [loss, naive, breakdown, alt, failed, pool_row]}
+              "rows": [loss, big, naive, breakdown, alt, failed, pool_row]}
     text = markdown_summary(record)
     assert "Per-stage breakdown" in text and "dS kernel: 20.00 (330)" in text
     assert "dP rel. diff 1.0e-03" in text and "error: X" in text
     assert "| 4096 | 768 | triton | 1.000 | 0.400 |" in text
     assert "4096×4096 d=768: pass" in text
+    assert "65536×65536 d=768: pass (max rel. err 4.0e-03) at 2048×2048" in text
+    assert "65536×65536 d=768: BLOCK_M: 256, BLOCK_N: 128 / BLOCK_M: 128, BLOCK_N: 256" in text
     assert "| pool | triton | forward | 0.200 |" in text
