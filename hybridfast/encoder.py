@@ -336,11 +336,11 @@ class FusedEncoder(nn.Module):
     ) -> np.ndarray | torch.Tensor:
         """Embed texts as float32 [n, D] rows in input order; `prefix` selects query/passage prefixing.
 
-        Texts are tokenized up front (chunk by chunk on several threads, see
-        `hybridfast.tokenization`; the next chunk in the background while the current one runs), sorted by length and batched by a token budget
-        (`max_batch_tokens`, counting padding in padded batches; see `hybridfast.batching`; default
-        :attr:`default_batch_tokens`),
-        at most `batch_size` texts per batch when given. `max_length` overrides the
+        Texts are tokenized in chunks of growing size (256 texts, doubling up to 4096) on several
+        threads (see `hybridfast.tokenization`), the next chunk in the background while the current
+        one runs; each chunk is sorted by length and batched by a token budget (`max_batch_tokens`,
+        counting padding in padded batches; see `hybridfast.batching`; default
+        :attr:`default_batch_tokens`), at most `batch_size` texts per batch when given. `max_length` overrides the
         checkpoint's token limit. `progress` is called with the number of texts each finished
         batch held. Returns numpy, or a CPU torch tensor with `as_tensor=True`.
         """
@@ -359,13 +359,17 @@ class FusedEncoder(nn.Module):
         packed = self._decide_packing() if texts else False
         parts: list[torch.Tensor] = []
         orders: list[np.ndarray] = []
+        bounds = _chunk_bounds(len(texts))
         with ThreadPoolExecutor(max_workers=1) as tokenizer_thread:
             pending = None
-            for start in range(0, len(texts), _TOKENIZE_CHUNK):
-                chunk = texts[start : start + _TOKENIZE_CHUNK]
-                token_ids = pending.result() if pending is not None else self._token_ids(chunk, prefix_text, limit)
-                following = texts[start + _TOKENIZE_CHUNK : start + 2 * _TOKENIZE_CHUNK]
-                pending = tokenizer_thread.submit(self._token_ids, following, prefix_text, limit) if following else None
+            for index, (start, end) in enumerate(bounds):
+                token_ids = pending.result() if pending is not None else self._token_ids(texts[start:end],
+                                                                                        prefix_text, limit)
+                if index + 1 < len(bounds):
+                    following = texts[bounds[index + 1][0] : bounds[index + 1][1]]
+                    pending = tokenizer_thread.submit(self._token_ids, following, prefix_text, limit)
+                else:
+                    pending = None
                 embeddings, order = self._encode_planned(token_ids, max_batch_tokens, batch_size, packed, progress)
                 parts.append(embeddings)
                 orders.append(order + start)
@@ -432,9 +436,20 @@ class FusedEncoder(nn.Module):
         return self.encode(texts, "passage", **kwargs)
 
 
-# Texts per tokenizer call: large enough to sort well and keep the tokenizer's threads busy,
-# small enough that the first batch starts early and the next chunk tokenizes during compute.
+# Texts per tokenizer call and batch plan: the first chunk is small so that the first batches start early (on a
+# GPU the rest of the text tokenizes while they run), then chunks double up to a size that sorts well by length.
+_FIRST_TOKENIZE_CHUNK = 256
 _TOKENIZE_CHUNK = 4096
+
+
+def _chunk_bounds(count: int) -> list[tuple[int, int]]:
+    """[start, end) of the tokenize-and-plan chunks over `count` texts: 256, 512, ... up to 4096 texts each."""
+    bounds, start, size = [], 0, _FIRST_TOKENIZE_CHUNK
+    while start < count:
+        bounds.append((start, min(count, start + size)))
+        start += size
+        size = min(2 * size, _TOKENIZE_CHUNK)
+    return bounds
 
 # Self-check texts for padding-free mode: varied lengths, several scripts.
 _PROBE_TEXTS = (

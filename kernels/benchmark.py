@@ -38,6 +38,8 @@ CHECK_SIDE = 2048
 QUEUED_MAX_MN = 16384 * 16384
 # Shapes (M = N, d) that get a per-stage breakdown on a GPU: the targets.
 BREAKDOWN_CASES = ((65536, 768), (32768, 768), (65536, 384), (4096, 768))
+# The breakdown also times the fused path with this dS row-chunk buffer (the default is 256 MiB).
+BREAKDOWN_BUFFER_BYTES = 384 * 1024**2
 
 
 @dataclass
@@ -323,6 +325,24 @@ def bench_breakdown(
                              "status": f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
             finally:
                 cmod.DP_ACCUMULATE = saved
+        if dp_variants and "dP accumulate" in base["stages_ms"]:
+            # A larger dS row-chunk buffer: fewer fp32 read-modify-writes of dP (one per chunk), more memory.
+            saved_bytes = cmod.BUFFER_BYTES
+            cmod.BUFFER_BYTES = BREAKDOWN_BUFFER_BYTES
+            try:
+                big = measure(cmod.DP_ACCUMULATE)
+                big["variant"] += f", dS buffer {BREAKDOWN_BUFFER_BYTES >> 20} MiB"
+                grads = big.pop("_grads")
+                big["dp_rel_diff_vs_default"] = float((grads[1].float() - ref[1].float()).norm()
+                                                      / ref[1].float().norm())
+                extra = peak_extra_bytes(step, device, 2 * m * d * q.element_size())
+                big["extra_gib"] = None if extra is None else extra / GIB
+                rows.append(big)
+            except Exception as err:
+                rows.append({"op": "breakdown", "variant": f"dS buffer {BREAKDOWN_BUFFER_BYTES >> 20} MiB", "m": m,
+                             "n": m, "d": d, "status": f"error: {type(err).__name__}: {err}"})
+            finally:
+                cmod.BUFFER_BYTES = saved_bytes
     except Exception as err:
         rows.append({"op": "breakdown", "m": m, "n": m, "d": d,
                      "status": f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
@@ -541,6 +561,7 @@ def markdown_summary(record: dict[str, Any]) -> str:
             parts = "; ".join(f"{k}: {v:.2f}" + (f" ({tf[k]:.0f})" if k in tf else "")
                               for k, v in r["stages_ms"].items())
             diff = f" (dP rel. diff {r['dp_rel_diff_vs_default']:.1e})" if "dp_rel_diff_vs_default" in r else ""
+            diff += f" (extra {r['extra_gib']:.3f} GiB)" if r.get("extra_gib") is not None else ""
             lines.append(f"| {r['m']} | {r['d']} | {r['variant']}{diff} | {r['ms']:.2f} | {parts} | "
                          f"{r['other_ms']:.2f} |")
     one_way = {(r["m"], r["d"], r["backend"]): r.get("ms") for r in main if r.get("status") == "ok"}

@@ -118,3 +118,28 @@ def test_cuda_bf16_matches_fp32_baseline(tiny_model_dir, baseline_embeddings, pa
     order = np.random.default_rng(3).permutation(len(TEXTS))
     out = encoder.encode_passages([TEXTS[i] for i in order], max_batch_tokens=64)
     assert _min_cosine(out, baseline_embeddings[order]) >= 0.999
+
+
+def test_chunk_bounds_grow_from_a_small_first_chunk() -> None:
+    from hybridfast.encoder import _chunk_bounds
+
+    assert _chunk_bounds(0) == []
+    assert _chunk_bounds(100) == [(0, 100)]
+    assert _chunk_bounds(1000) == [(0, 256), (256, 768), (768, 1000)]
+    sizes = [end - start for start, end in _chunk_bounds(20_000)]
+    assert sizes[:5] == [256, 512, 1024, 2048, 4096] and max(sizes) == 4096 and sum(sizes) == 20_000
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_several_tokenize_chunks_keep_input_order(tiny_model_dir, baseline_embeddings, monkeypatch, padding_free):
+    """Texts spread over chunks of 2, 4, 5, 5, ... texts: each planned and run separately, put back in input order."""
+    import hybridfast.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "_FIRST_TOKENIZE_CHUNK", 2)
+    monkeypatch.setattr(encoder_module, "_TOKENIZE_CHUNK", 5)
+    encoder = FusedEncoder.from_pretrained(tiny_model_dir, device="cpu", padding_free=padding_free)
+    seen: list[int] = []
+    out = encoder.encode_passages(TEXTS, max_batch_tokens=60, progress=seen.append)
+    assert len(encoder_module._chunk_bounds(len(TEXTS))) >= 3
+    assert sum(seen) == len(TEXTS)
+    assert _min_cosine(out, baseline_embeddings) >= 0.9999
