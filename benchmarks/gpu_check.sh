@@ -128,8 +128,10 @@ fi
 #    111 s serially on the first run). With pytest-xdist installed, 4 workers share the compiles and the GPU.
 PAR=()
 if python -c "import xdist" 2>/dev/null; then PAR=(-n 4); fi
+#    TEST_PATHS (space-separated, relative to the repository) runs other tests instead, e.g. tests/serve/test_lean_encode.py.
+read -r -a TESTS <<< "${TEST_PATHS:-tests/kernels}"
 HYBRIDFAST_AUTOTUNE=0 timeout -s INT -k 20 "$STEP_LIMIT_TESTS" python -m pytest -p no:cacheprovider -q -rs --durations=10 \
-  ${PAR[@]+"${PAR[@]}"} --continue-on-collection-errors "$REPO/tests/kernels" -m "not slow" 2>&1 | tee "$OUT/pytest.txt" | tail -n 80
+  ${PAR[@]+"${PAR[@]}"} --continue-on-collection-errors "${TESTS[@]/#/$REPO/}" -m "not slow" 2>&1 | tee "$OUT/pytest.txt" | tail -n 80
 echo "tests rc=${PIPESTATUS[0]}"
 
 ls -la "$OUT"
