@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import logging
 import secrets
 import threading
@@ -43,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hybridfast.encoder import FusedEncoder, TextKind
 from hybridfast.errors import HybridfastError
 from hybridfast.index import search_index
+from hybridfast.tokenization import ParallelTokenizer
 
 logger = logging.getLogger("hybridfast.serve")
 
@@ -439,8 +439,8 @@ def _texts(raw: str | list[Any]) -> list[str]:
     return list(raw)
 
 
-def tokenize_inputs(tokenizer: Any, encoder: FusedEncoder, texts: Sequence[str], kind: TextKind | None,
-                    settings: ServerSettings) -> list[list[int]]:
+def tokenize_inputs(tokenizer: ParallelTokenizer, encoder: FusedEncoder, texts: Sequence[str],
+                    kind: TextKind | None, settings: ServerSettings) -> list[list[int]]:
     """Prefix and tokenize `texts` for `kind`; truncate or reject inputs over the token limit.
 
     The limit is the smaller of `max_tokens_per_input` and the checkpoint's length limit for
@@ -449,10 +449,7 @@ def tokenize_inputs(tokenizer: Any, encoder: FusedEncoder, texts: Sequence[str],
     """
     limit = min(settings.max_tokens_per_input, encoder.config.length_limit(kind))
     prefix = encoder.config.prefix(kind)
-    ids: list[list[int]] = tokenizer(
-        [prefix + text for text in texts], truncation=True, max_length=limit if settings.truncate else limit + 1,
-        return_attention_mask=False, return_token_type_ids=False,
-    )["input_ids"]
+    ids = tokenizer.token_ids([prefix + text for text in texts], limit if settings.truncate else limit + 1)
     for i, row in enumerate(ids):
         if len(row) > limit:
             raise APIError(413, f"input[{i}] has more than {limit} tokens, the limit per input; shorten it, or "
@@ -461,27 +458,21 @@ def tokenize_inputs(tokenizer: Any, encoder: FusedEncoder, texts: Sequence[str],
 
 
 class TokenizerPool:
-    """Tokenization off the event loop: a few threads, each with its own copy of the tokenizer.
-
-    A Hugging Face fast tokenizer keeps its truncation setting in shared mutable state, so one
-    instance called from several threads at once can truncate with another call's limit (query
-    and passage limits differ) or fail with "Already borrowed"; per-thread copies avoid both.
-    """
+    """Tokenization off the event loop, on a few threads that share one thread-safe
+    :class:`~hybridfast.tokenization.ParallelTokenizer` (one Rust tokenizer copy per length limit, so query and
+    passage limits never mix; a large request is itself split over that tokenizer's threads)."""
 
     def __init__(self, encoder: FusedEncoder, settings: ServerSettings, workers: int = 2):
         self.encoder = encoder
         self.settings = settings
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hybridfast-tokenize")
-        self._local = threading.local()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hybridfast-request")
+        self._tokenizer = ParallelTokenizer(encoder.tokenizer)
 
     async def tokenize(self, texts: Sequence[str], kind: TextKind | None) -> list[list[int]]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._tokenize, texts, kind)
 
     def _tokenize(self, texts: Sequence[str], kind: TextKind | None) -> list[list[int]]:
-        tokenizer = getattr(self._local, "tokenizer", None)
-        if tokenizer is None:
-            tokenizer = self._local.tokenizer = copy.deepcopy(self.encoder.tokenizer)
-        return tokenize_inputs(tokenizer, self.encoder, texts, kind, self.settings)
+        return tokenize_inputs(self._tokenizer, self.encoder, texts, kind, self.settings)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
