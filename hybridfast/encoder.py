@@ -360,16 +360,13 @@ class FusedEncoder(nn.Module):
         parts: list[torch.Tensor] = []
         orders: list[np.ndarray] = []
         bounds = _chunk_bounds(len(texts))
+        chunks = [texts[start:end] for start, end in bounds]
         with ThreadPoolExecutor(max_workers=1) as tokenizer_thread:
-            pending = None
-            for index, (start, end) in enumerate(bounds):
-                token_ids = pending.result() if pending is not None else self._token_ids(texts[start:end],
-                                                                                        prefix_text, limit)
-                if index + 1 < len(bounds):
-                    following = texts[bounds[index + 1][0] : bounds[index + 1][1]]
+            pending = tokenizer_thread.submit(self._token_ids, chunks[0], prefix_text, limit) if chunks else None
+            for (start, _), following in zip(bounds, [*chunks[1:], None], strict=False):
+                token_ids = pending.result()
+                if following is not None:  # tokenized in the background while this chunk runs
                     pending = tokenizer_thread.submit(self._token_ids, following, prefix_text, limit)
-                else:
-                    pending = None
                 embeddings, order = self._encode_planned(token_ids, max_batch_tokens, batch_size, packed, progress)
                 parts.append(embeddings)
                 orders.append(order + start)

@@ -306,7 +306,6 @@ def train(
     started = time.perf_counter()
     output_dir = Path(config.train.output_dir).expanduser().resolve()
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
-    pin_gloo_to_loopback()
     records = load_records(config, data_dir)
     build_sampler(config, records, 0, env_world)
     if config.log.eval_hook and eval_fn is None:
@@ -525,26 +524,6 @@ def train(
         model_source=source,
         notes=notes,
     )
-
-
-def loopback_interface() -> str:
-    """The name of this machine's loopback network interface ("lo" on Linux, "lo0" on macOS)."""
-    import socket
-
-    names = [name for _, name in socket.if_nameindex() if name.startswith("lo")]
-    return names[0] if names else "lo"
-
-
-def pin_gloo_to_loopback() -> None:
-    """When every rank runs on this machine, make gloo talk over the loopback interface.
-
-    Unpinned, gloo binds to the address the hostname resolves to, which in containers and CI machines may be an
-    interface that does not route to itself; a connect then waits out gloo's 30-minute timeout. A
-    GLOO_SOCKET_IFNAME set by the user always wins.
-    """
-    world = os.environ.get("WORLD_SIZE", "1")
-    if "GLOO_SOCKET_IFNAME" not in os.environ and world != "1" and os.environ.get("LOCAL_WORLD_SIZE") == world:
-        os.environ["GLOO_SOCKET_IFNAME"] = loopback_interface()
 
 
 def _rank_world(accelerator: Any) -> tuple[int, int]:

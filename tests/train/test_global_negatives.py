@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch.multiprocessing as mp
 
 from hybridfast.encoder import EncoderConfig, FusedEncoder
 from hybridfast.kernels import contrastive_loss
-from hybridfast.train.loop import ContrastiveDualEncoder, loopback_interface, pin_gloo_to_loopback
+from hybridfast.train.loop import ContrastiveDualEncoder
 from hybridfast.train.loss import global_contrastive_loss
 
 WORLD = 2
@@ -64,12 +63,8 @@ def _worker(rank: int, model_dir: str, store: str, out: str) -> None:
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(300)
-def test_two_process_gradient_equals_single_process(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_two_process_gradient_equals_single_process(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "grads.pt"
-    # Both ranks on this machine: gloo over loopback, whatever the hostname resolves to (the children inherit it).
-    monkeypatch.setenv("GLOO_SOCKET_IFNAME", os.environ.get("GLOO_SOCKET_IFNAME", loopback_interface()))
     mp.spawn(_worker, args=(str(tiny_model_dir), str(tmp_path / "store"), str(out)), nprocs=WORLD, join=True)
     distributed = torch.load(out, weights_only=True)
 
@@ -110,24 +105,3 @@ def test_single_process_is_the_plain_loss() -> None:
     with pytest.raises(ValueError, match="both"):
         global_contrastive_loss(q, c, temperature=0.05, query_groups=groups)
 
-
-
-
-@pytest.mark.parametrize(
-    ("env", "pinned"),
-    [
-        ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, True),  # every rank on this machine
-        ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}, False),  # two machines: the user's network decides
-        ({"WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}, False),  # one process: no gloo
-        ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "GLOO_SOCKET_IFNAME": "eth7"}, False),  # the user's choice wins
-    ],
-)
-def test_gloo_pinned_to_loopback_only_on_one_machine(monkeypatch: pytest.MonkeyPatch, env: dict, pinned: bool) -> None:
-    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "GLOO_SOCKET_IFNAME"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    pin_gloo_to_loopback()
-    expected = loopback_interface() if pinned else env.get("GLOO_SOCKET_IFNAME")
-    assert os.environ.get("GLOO_SOCKET_IFNAME") == expected
-    assert loopback_interface() in {name for _, name in socket.if_nameindex()}
