@@ -169,6 +169,7 @@ def _forward_kernel(
     m_part_ptr, l_part_ptr, pos_part_ptr, col_m_ptr, col_l_ptr,
     M, N, D, stride_q, stride_p, cols_per_split,
     HAS_GROUPS: tl.constexpr, SYMMETRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    STATS_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
 ):
     """Per (row block, column split): online base-2 softmax statistics, and with groups the positive's score.
@@ -176,7 +177,18 @@ def _forward_kernel(
     Rows past M load zeros and their statistics are never stored, so only the symmetric column statistics mask
     them. Without groups the positive's score comes from ``_positive_scores_kernel``: no per-element label
     compare here, which with the row mask took the 128×128 tile from 232 to 135 registers.
-    """
+
+    Symmetric column statistics have one slot per STATS_ROWS query rows, whatever BLOCK_M is: a block of
+    BLOCK_M = k·STATS_ROWS rows writes its (max, sum) into its first slot and the neutral (NEG_BIG, 0) into the
+    other k − 1. Every slot is written by every config, so the kernel's outputs depend on its inputs only.
+    That matters because the autotuner runs every config on the live buffers before the winner's launch: with
+    slots written only by the blocks that exist, a 256-row winner left the 128-row config's statistics in the
+    slots it does not own, counted twice on the first call of each tuning key. Restoring the buffers instead
+    (``restore_value``) would clone 2·⌈M/128⌉·N fp32 (256 MiB at 65,536²) inside every timed tuning call, and
+    the host would still pre-fill them on every call. Writing every slot costs the 256-row config ⌈M/128⌉·N·4
+    more bytes of stores (134 MB at 65,536², ~0.04 ms of HBM time against a ~17 ms forward) and removes the
+    host's two fill launches (268 MB written at 65,536²)."""
+    tl.static_assert(BLOCK_M % STATS_ROWS == 0)
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -211,9 +223,15 @@ def _forward_kernel(
         if SYMMETRIC:
             cm = tl.maximum(tl.max(z, axis=0), -1.0e30)
             cl = tl.sum(tl.exp2(z - cm[None, :]), axis=0)
-            col_off = pid_m.to(tl.int64) * N + cols
+            slot = pid_m * (BLOCK_M // STATS_ROWS)
+            col_off = slot.to(tl.int64) * N + cols
             tl.store(col_m_ptr + col_off, cm, mask=col_ok)
             tl.store(col_l_ptr + col_off, cl, mask=col_ok)
+            for extra in tl.static_range(1, BLOCK_M // STATS_ROWS):
+                # A scalar bool in a store mask trips the interpreter: fold the slot bound into the column bound.
+                neutral_ok = cols < n_hi * (slot + extra < tl.cdiv(M, STATS_ROWS)).to(tl.int32)
+                tl.store(col_m_ptr + col_off + extra * N, tl.full((BLOCK_N,), -1.0e30, tl.float32), mask=neutral_ok)
+                tl.store(col_l_ptr + col_off + extra * N, tl.zeros((BLOCK_N,), tl.float32), mask=neutral_ok)
     part = pid_s.to(tl.int64) * M + rows
     tl.store(m_part_ptr + part, m_i, mask=row_ok)
     tl.store(l_part_ptr + part, l_i, mask=row_ok)
@@ -534,10 +552,10 @@ def forward_triton(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, t
     l_part = torch.empty_like(m_part)
     pos_part = torch.empty_like(m_part) if grouped else m_part
     if problem.symmetric:
-        # One row of column statistics per 128-row block; 256-row blocks fill the first half of the rows, the
-        # rest stay (max, sum) = (NEG_BIG, 0), which the merge ignores.
-        col_m = torch.full((triton.cdiv(m, ROW_ALIGN), n), NEG_BIG, dtype=torch.float32, device=dev)
-        col_l = torch.zeros_like(col_m)
+        # One slot of column statistics per ROW_ALIGN query rows, each written by the kernel whatever its row
+        # block (see _forward_kernel): no fill here.
+        col_m = torch.empty((triton.cdiv(m, ROW_ALIGN), n), dtype=torch.float32, device=dev)
+        col_l = torch.empty_like(col_m)
     else:
         col_m = col_l = m_part
     gq, gp = _group_args(problem)
@@ -552,7 +570,7 @@ def forward_triton(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, t
             m_part, l_part, pos_part, col_m, col_l,
             m, n, q.shape[1], q.stride(0), p.stride(0), per_split,
             HAS_GROUPS=grouped, SYMMETRIC=problem.symmetric,
-            INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
+            INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem), STATS_ROWS=ROW_ALIGN,
         )
 
     _launch_falling_back(_forward_kernel, launch)

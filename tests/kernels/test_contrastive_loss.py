@@ -428,3 +428,27 @@ def test_stage_breakdown_cuda(buffer_bytes: int | None, monkeypatch: pytest.Monk
     assert ("dP matmul" in stages) == (not buffer_bytes)
     assert all(v >= 0 for v in stages.values())
     assert contrastive_module.DP_ACCUMULATE == default  # the variant run restores the default
+
+
+@pytest.mark.skipif(not INTERPRET, reason="forces a re-tune among interpreter-sized configs")
+@pytest.mark.parametrize(("grouped", "symmetric"), [(False, True), (True, True), (True, False)])
+def test_first_call_of_a_retune_picking_the_taller_row_block(
+    grouped: bool, symmetric: bool, forced_tuning, poison
+) -> None:
+    """Triton's autotuner runs every config on the live buffers before the winner's launch. Two configs differing
+    only in the row block, the shorter one benchmarked first and the taller one made to win: the FIRST call (the
+    one that tuned) must already match float64, so no config may leave state the winner does not overwrite."""
+    align = contrastive_module.ROW_ALIGN
+    short, tall = (contrastive_module._config(rows, 16, 16, 4, 1) for rows in (align, 2 * align))
+    kernels = (contrastive_module._forward_kernel, contrastive_module._grad_scores_kernel)
+    for kernel in kernels:
+        benchmarked = forced_tuning(kernel, [short, tall], lambda config: config is tall)
+    m, n = 100, 70  # 7 column-statistics slots of 16 queries; the 32-row blocks own 4 of them
+    q, p, labels, gen = _inputs(m, n, 24, torch.float32, "cpu", normalized=True, seed=41)
+    groups = (torch.randint(0, 3, (m,), generator=gen), torch.randint(0, 3, (n,), generator=gen)) if grouped else None
+    _check(q, p, labels, backend="triton", temperature=0.05, group_ids=groups, symmetric=symmetric)
+    assert benchmarked == [short, tall] * 2, "both kernels should have tuned over both configs"
+    assert all(kernel.best_config is tall for kernel in kernels)
+    # The second call runs the cached winner alone, on fresh (poisoned) buffers.
+    _check(q, p, labels, backend="triton", temperature=0.05, group_ids=groups, symmetric=symmetric)
+    assert len(benchmarked) == 4

@@ -10,6 +10,7 @@ import os
 
 import pytest
 import torch
+import triton
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -336,6 +337,50 @@ def test_autotuned_path_cuda(varlen: bool) -> None:
     packed, cu, padded, mask = _packed([length] * b, d, "cuda", torch.bfloat16)
     out = pool_varlen(packed, cu, mode="max", backend="triton")
     _check_out(out, reference(padded, mask, "max", True), torch.bfloat16)
+
+
+@pytest.mark.skipif(not INTERPRET, reason="forces the autotuned launch among interpreter-sized configs")
+@pytest.mark.parametrize("varlen", [False, True], ids=["padded", "varlen"])
+@pytest.mark.parametrize("mode", MODES)
+def test_first_call_of_a_retune_matches_reference(
+    varlen: bool, mode: str, forced_tuning, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The autotuner launches every pooling config on the live output buffers before the winner's launch. The
+    outputs must be the winner's alone, on the call that tuned (first) and on a cached call (second): every
+    buffer the host allocates is NaN-filled, and the winner is the config benchmarked first, so the loser's
+    writes come last."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def nan_fill(t: torch.Tensor) -> torch.Tensor:
+        return t.fill_(float("nan")) if t.dtype.is_floating_point else t.fill_(-7)
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan_fill(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan_fill(real_empty_like(*a, **k)))
+    monkeypatch.setattr(pooling, "_tune", lambda elements: True)
+    fwd = [triton.Config({"TILE": t}, num_warps=1) for t in (128, 512)]
+    bwd = [triton.Config({"TILE": t, "CHUNK_L": c}, num_warps=1) for t, c in ((512, 4), (128, 16))]
+    tuned = {}
+    for name, plain, configs in (("_pool_fwd_tuned", pooling._pool_fwd, fwd), ("_pool_bwd_tuned", pooling._pool_bwd, bwd)):
+        tuned[name] = triton.autotune(configs=configs, key=pooling._TUNING_KEY)(plain)
+        monkeypatch.setattr(pooling, name, tuned[name])
+        benchmarked = forced_tuning(tuned[name], configs, lambda config, first=configs[0]: config is first)
+    lengths = [5, 0, 1, 17, 3, 9]
+    packed, cu, padded, mask = _packed(lengths, 48, "cpu", torch.float32)
+    ref_hidden = padded.detach().double().requires_grad_(True)
+    for call in range(2):
+        g = torch.randn(len(lengths), 48)
+        ref = reference(ref_hidden, mask, mode, True)
+        (ref_grad,) = torch.autograd.grad(ref, ref_hidden, g.double())
+        x = (packed if varlen else padded).detach().requires_grad_(True)
+        if varlen:
+            out = pool_varlen(x, cu, mode=mode, backend="triton")
+        else:
+            out = pool(x, mask, mode=mode, backend="triton")
+        (grad,) = torch.autograd.grad(out, x, g)
+        _check_out(out, ref, torch.float32)
+        _check_grad(grad, ref_grad[mask] if varlen else ref_grad, torch.float32)
+        assert len(benchmarked) == 4, f"call {call + 1}: both kernels should have tuned once over two configs"
+    assert tuned["_pool_fwd_tuned"].best_config is fwd[0] and tuned["_pool_bwd_tuned"].best_config is bwd[0]
 
 
 def _bad_pool_calls() -> list:
