@@ -13,9 +13,21 @@ every training batch is drawn over questions that exist in several languages, an
 The language weights w are uniform, proportional to the number of records per language
 ("size"), or an explicit mapping.
 
+How "with probability α" is realized (`alpha_schedule`):
+
+    "exact"      over the run's S global steps, exactly M = floor(α·S + 1/2) are monolingual, at
+                 positions drawn as a seeded random M-subset of {0, …, S−1}: the order is random,
+                 the mix is not. Steps past S (if the loop keeps going) repeat the construction
+                 in further blocks of S with fresh positions;
+    "bernoulli"  each global step is monolingual independently with probability α, so the
+                 realized fraction is Binomial(S, α)/S: with S = 25 its standard deviation is
+                 0.1, which is why controlled experiments use "exact".
+
 Determinism and distribution. Within an epoch the questions are visited in one permutation
-drawn from (seed, epoch); everything about global step s (batch type, languages, pair
-order) is drawn from a generator seeded by (seed, epoch, s), never from the rank. Every rank
+drawn from (seed, epoch); everything about global step s (languages, pair order, and the
+batch type under "bernoulli") is drawn from a generator seeded by (seed, epoch, s), never from
+the rank; the "exact" positions come from (seed, block) and the step's index counted over
+all epochs. Every rank
 builds the same global batch of `batch_size × world_size` pairs and keeps its own slice, so
 the ranks see distinct pairs and agree on the batch type. A question id appears once per
 global batch unless parallel duplicates are allowed; then a cross-lingual batch may carry
@@ -37,6 +49,9 @@ if TYPE_CHECKING:
     from hybridfast.data import ParallelRecord
 
 LanguageWeights = str | Mapping[str, float]
+ALPHA_SCHEDULES = ("exact", "bernoulli")
+# Entropy word that keeps the exact schedule's generator apart from the per-step ones ("alpha").
+_SCHEDULE_TAG = 0x616C706861
 
 
 class SamplerConfigError(HybridfastError, ValueError):
@@ -145,6 +160,13 @@ class HybridBatchSampler:
             are allowed.
         hard_negatives: hard negatives per pair, taken from the passage-language record
             (cycled when it has fewer); every record needs at least one when this is > 0.
+        alpha_schedule: "exact" (exactly floor(α·S + 1/2) monolingual steps out of S, in a
+            seeded random order) or "bernoulli" (an independent draw per step); see the
+            module docstring.
+        total_steps: S, the run's global steps; "exact" needs it or `total_epochs`.
+        total_epochs: the run's length in epochs instead of steps (S = epochs × steps per
+            epoch); only where the epoch length does not depend on the batch types, i.e.
+            without parallel duplicates.
         rank, world_size: this process's place in distributed training.
 
     Iterating yields the rest of the current epoch from the current position; call
@@ -162,9 +184,14 @@ class HybridBatchSampler:
         allow_parallel_duplicates: bool = False,
         pairs_per_qid: int = 2,
         hard_negatives: int = 0,
+        alpha_schedule: str = "bernoulli",
+        total_steps: int | None = None,
+        total_epochs: int | None = None,
         rank: int = 0,
         world_size: int = 1,
     ):
+        if alpha_schedule not in ALPHA_SCHEDULES:
+            raise SamplerConfigError(f"alpha_schedule must be one of {', '.join(ALPHA_SCHEDULES)}, not {alpha_schedule!r}")
         if not 0.0 <= alpha <= 1.0:
             raise SamplerConfigError(f"alpha must be in [0, 1], not {alpha}")
         if batch_size < 1:
@@ -227,10 +254,14 @@ class HybridBatchSampler:
         self._group_of = _group_ids(self._records)
         self.num_groups = len(set(self._group_of.values()))
 
+        self.alpha_schedule = alpha_schedule
+        self.total_steps = self._schedule_length(total_steps, total_epochs)
         self.epoch = 0
         self.step = 0
         self.stats = SamplerStats()
         self._plans: dict[int, list[_StepPlan]] = {}
+        self._epoch_starts: dict[int, int] = {0: 0}
+        self._mono_blocks: dict[int, np.ndarray] = {}
 
     @property
     def global_batch_size(self) -> int:
@@ -265,13 +296,63 @@ class HybridBatchSampler:
         weights = np.array([raw[lang] for lang in self.languages], dtype=np.float64)
         return weights / weights.sum()
 
+    def _schedule_length(self, total_steps: int | None, total_epochs: int | None) -> int | None:
+        """S for the exact schedule (None under "bernoulli", which needs no horizon)."""
+        if self.alpha_schedule == "bernoulli":
+            return None
+        if (total_steps is None) == (total_epochs is None):
+            raise SamplerConfigError(
+                "alpha_schedule = 'exact' needs the run's length: give total_steps or total_epochs (one of them)"
+            )
+        if total_steps is not None:
+            if total_steps < 1:
+                raise SamplerConfigError(f"total_steps must be at least 1, not {total_steps}")
+            return int(total_steps)
+        assert total_epochs is not None
+        if total_epochs < 1:
+            raise SamplerConfigError(f"total_epochs must be at least 1, not {total_epochs}")
+        if self.pairs_per_qid > 1:
+            raise SamplerConfigError(
+                "alpha_schedule = 'exact' with parallel duplicates needs a step count: an epoch's length then "
+                "depends on its batch types, so give the run's length in steps"
+            )
+        return int(total_epochs) * (len(self.qids) // self.global_batch_size)
+
+    @property
+    def scheduled_mono_steps(self) -> int | None:
+        """M = floor(α·S + 1/2), the monolingual steps of the exact schedule (None under "bernoulli")."""
+        if self.total_steps is None:
+            return None
+        return int(np.floor(self.alpha * self.total_steps + 0.5))
+
+    def is_mono(self, global_step: int, epoch: int, step: int) -> bool:
+        """The batch type of global step `global_step` (counted over all epochs; `step` within `epoch`)."""
+        if self.total_steps is None:
+            return bool(self._step_rng(epoch, step).random() < self.alpha)
+        block, position = divmod(global_step, self.total_steps)
+        if block not in self._mono_blocks:
+            order = np.random.default_rng(np.random.SeedSequence([self.seed, _SCHEDULE_TAG], spawn_key=(block,)))
+            mask = np.zeros(self.total_steps, dtype=bool)
+            mask[order.permutation(self.total_steps)[: self.scheduled_mono_steps]] = True
+            self._mono_blocks = {block: mask}
+        return bool(self._mono_blocks[block][position])
+
+    def epoch_start(self, epoch: int) -> int:
+        """The global step index (over all epochs) of `epoch`'s first step."""
+        known = max(e for e in self._epoch_starts if e <= epoch)
+        while known < epoch:
+            self._epoch_starts[known + 1] = self._epoch_starts[known] + len(self._plan(known))
+            known += 1
+        return self._epoch_starts[epoch]
+
     def _plan(self, epoch: int) -> list[_StepPlan]:
         """Batch types and permutation slices of every global step of `epoch` (cached)."""
         if epoch not in self._plans:
+            offset = self.epoch_start(epoch)
             plans: list[_StepPlan] = []
             start, step, total = 0, 0, len(self.qids)
             while True:
-                mono = self._step_rng(epoch, step).random() < self.alpha
+                mono = self.is_mono(offset + step, epoch, step)
                 count = self.global_batch_size if mono else -(-self.global_batch_size // self.pairs_per_qid)
                 if start + count > total:
                     break
@@ -304,7 +385,7 @@ class HybridBatchSampler:
         """The (qid, q_lang, p_lang) pairs of global step `step` of `epoch`, in rank order."""
         plan = self._plan(epoch)[step]
         rng = self._step_rng(epoch, step)
-        rng.random()  # the batch-type draw, already taken by the plan
+        rng.random()  # the Bernoulli batch-type draw (used by the plan, or unused): the stream stays the same
         qids = [self.qids[i] for i in self._permutation(epoch)[plan.start : plan.start + plan.count]]
         n_lang = len(self.languages)
         if plan.mono:
@@ -367,6 +448,8 @@ class HybridBatchSampler:
             "step": self.step,
             "seed": self.seed,
             "alpha": self.alpha,
+            "alpha_schedule": self.alpha_schedule,
+            "total_steps": self.total_steps,
             "global_batch_size": self.global_batch_size,
             "num_qids": len(self.qids),
             "stats": self.stats.to_dict(),
@@ -377,12 +460,16 @@ class HybridBatchSampler:
         for key, mine in (
             ("seed", self.seed),
             ("alpha", self.alpha),
+            ("alpha_schedule", self.alpha_schedule),
+            ("total_steps", self.total_steps),
             ("global_batch_size", self.global_batch_size),
             ("num_qids", len(self.qids)),
         ):
-            if state[key] != mine:
+            # Checkpoints written before the exact schedule existed drew per step (Bernoulli).
+            saved = state.get(key, {"alpha_schedule": "bernoulli", "total_steps": None}.get(key))
+            if saved != mine:
                 raise SamplerConfigError(
-                    f"cannot resume: the checkpoint's sampler has {key} = {state[key]}, this run has {mine}"
+                    f"cannot resume: the checkpoint's sampler has {key} = {saved}, this run has {mine}"
                 )
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -171,3 +172,124 @@ def test_bad_options_name_the_option(kwargs: dict, match: str) -> None:
     options = {"batch_size": 4, "alpha": 0.5} | kwargs
     with pytest.raises(SamplerConfigError, match=match):
         HybridBatchSampler(parallel_records(), **options)
+
+
+def take_steps(sampler: HybridBatchSampler, steps: int) -> list:
+    """The next `steps` global steps, moving to the next epoch as the training loop does."""
+    batches: list = []
+    while len(batches) < steps:
+        for batch in sampler:
+            batches.append(batch)
+            if len(batches) == steps:
+                return batches
+        sampler.set_epoch(sampler.epoch + 1)
+    return batches
+
+
+@pytest.mark.parametrize(("alpha", "total"), [(0.5, 25), (0.3, 40), (0.6, 7), (0.0, 20), (1.0, 20), (0.25, 2)])
+def test_exact_schedule_has_exactly_round_alpha_s_mono_steps(alpha: float, total: int) -> None:
+    # 64 questions, batch 4: 16 steps per epoch, so most runs cross an epoch boundary.
+    sampler = HybridBatchSampler(parallel_records(), 4, alpha, seed=3, alpha_schedule="exact", total_steps=total)
+    batches = take_steps(sampler, total)
+    expected = math.floor(alpha * total + 0.5)
+    assert sampler.scheduled_mono_steps == expected
+    assert sum(b.mono for b in batches) == sampler.stats.mono_batches == expected
+    assert sampler.stats.cross_batches == total - expected
+    # Steps past S start a new block of S with exactly as many monolingual steps again.
+    assert sum(b.mono for b in take_steps(sampler, total)) == expected
+
+
+def test_exact_schedule_order_is_seeded_and_random() -> None:
+    def pattern(seed: int) -> list[bool]:
+        sampler = HybridBatchSampler(parallel_records(), 4, 0.5, seed=seed, alpha_schedule="exact", total_steps=40)
+        return [b.mono for b in take_steps(sampler, 40)]
+
+    first = pattern(11)
+    assert first == pattern(11) and first != pattern(12)
+    assert sum(first) == 20
+    # A random order, not a block of monolingual steps followed by a block of cross-lingual ones.
+    switches = sum(a != b for a, b in zip(first, first[1:], strict=False))
+    assert switches > 5
+
+
+def test_exact_schedule_in_epochs() -> None:
+    sampler = HybridBatchSampler(parallel_records(), 4, 0.5, seed=1, alpha_schedule="exact", total_epochs=3)
+    assert sampler.total_steps == 3 * 16
+    assert sum(b.mono for b in draw(sampler, 3)) == 24
+
+
+def test_exact_schedule_resumes_mid_run_across_epochs() -> None:
+    options = {"seed": 5, "alpha_schedule": "exact", "total_steps": 30}
+    expected = take_steps(HybridBatchSampler(parallel_records(), 4, 0.5, **options), 30)
+    partial = HybridBatchSampler(parallel_records(), 4, 0.5, **options)
+    head = take_steps(partial, 19)  # stops in the second epoch
+    state = json.loads(json.dumps(partial.state_dict()))  # as written to a checkpoint
+    resumed = HybridBatchSampler(parallel_records(), 4, 0.5, **options)
+    resumed.load_state_dict(state)
+    tail = take_steps(resumed, 11)
+    assert [(b.mono, b.queries, b.passages) for b in head + tail] == [(b.mono, b.queries, b.passages) for b in expected]
+    assert resumed.stats.mono_batches == 15 and resumed.stats.batches == 30
+    with pytest.raises(SamplerConfigError, match="total_steps"):
+        HybridBatchSampler(parallel_records(), 4, 0.5, seed=5, alpha_schedule="exact", total_steps=31).load_state_dict(state)
+    with pytest.raises(SamplerConfigError, match="alpha_schedule"):
+        HybridBatchSampler(parallel_records(), 4, 0.5, seed=5).load_state_dict(state)
+
+
+def test_exact_schedule_ranks_agree_with_one_process() -> None:
+    world = 2
+    options = {"seed": 9, "alpha_schedule": "exact", "total_steps": 13}
+    ranks = [HybridBatchSampler(parallel_records(), 4, 0.5, rank=r, world_size=world, **options) for r in range(world)]
+    single = HybridBatchSampler(parallel_records(), 8, 0.5, **options)
+    per_rank = [take_steps(sampler, 13) for sampler in ranks]
+    together = take_steps(single, 13)
+    for step, parts in enumerate(zip(*per_rank, strict=True)):
+        assert parts[0].mono == parts[1].mono == together[step].mono
+        assert parts[0].qids + parts[1].qids == together[step].qids
+    assert sum(b.mono for b in together) == 7
+
+
+def test_exact_schedule_with_parallel_duplicates_counts_steps_over_epochs() -> None:
+    # Cross-lingual steps use half as many questions here, so epochs differ in length; the schedule still
+    # counts global steps over all epochs.
+    options = {"seed": 2, "alpha_schedule": "exact", "total_steps": 40, "allow_parallel_duplicates": True}
+    sampler = HybridBatchSampler(parallel_records(), 8, 0.5, **options)
+    assert sum(b.mono for b in take_steps(sampler, 40)) == 20
+    lengths = [sampler.steps_in_epoch(epoch) for epoch in range(sampler.epoch + 1)]
+    assert len(lengths) >= 3 and len(set(lengths)) > 1
+    assert [sampler.epoch_start(e) for e in range(len(lengths))] == [sum(lengths[:e]) for e in range(len(lengths))]
+    with pytest.raises(SamplerConfigError, match="alpha_schedule = 'exact' with parallel duplicates needs a step count"):
+        HybridBatchSampler(parallel_records(), 8, 0.5, alpha_schedule="exact", total_epochs=2,
+                           allow_parallel_duplicates=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alpha_schedule": "exact"}, "needs the run's length"),
+        ({"alpha_schedule": "exact", "total_steps": 10, "total_epochs": 1}, "needs the run's length"),
+        ({"alpha_schedule": "exact", "total_steps": 0}, "total_steps must be at least 1"),
+        ({"alpha_schedule": "sometimes"}, "alpha_schedule must be one of exact, bernoulli"),
+    ],
+)
+def test_bad_schedule_options_name_the_option(kwargs: dict, match: str) -> None:
+    with pytest.raises(SamplerConfigError, match=match):
+        HybridBatchSampler(parallel_records(), 4, 0.5, **kwargs)
+
+
+def test_config_picks_the_schedule_and_tells_the_sampler_the_run_length() -> None:
+    from hybridfast.train.config import ConfigError, parse_config
+    from hybridfast.train.loop import build_sampler
+
+    def sampler(sampling: dict, train: dict) -> HybridBatchSampler:
+        config = parse_config({"sampling": {"batch_size": 4, **sampling}, "train": train}, source="run.toml")
+        return build_sampler(config, parallel_records(), 0, 1)
+
+    exact = sampler({"alpha": 0.5}, {"steps": 21})  # "exact" is the default
+    assert exact.alpha_schedule == "exact" and exact.total_steps == 21 and exact.scheduled_mono_steps == 11
+    assert sampler({"alpha": 0.5}, {"epochs": 2}).total_steps == 32
+    bernoulli = sampler({"alpha": 0.5, "alpha_schedule": "bernoulli"}, {"steps": 21})
+    assert bernoulli.alpha_schedule == "bernoulli" and bernoulli.scheduled_mono_steps is None
+    with pytest.raises(ConfigError, match="run.toml: sampling.alpha_schedule: must be one of exact, bernoulli"):
+        sampler({"alpha_schedule": "Exact"}, {"steps": 2})
+    with pytest.raises(ConfigError, match="run.toml: sampling.alpha_schedule = 'exact' with parallel duplicates"):
+        sampler({"allow_parallel_duplicates": True}, {"epochs": 2})
