@@ -5,8 +5,8 @@ Sections and keys (every key optional; unknown keys are errors that name the key
     [model]     name, query_max_length, passage_max_length, gradient_checkpointing, freeze_embeddings
     [data]      dataset ("xquad" | "jsonl"), path, split ("train" | "eval" | "all"), eval_fraction,
                 split_seed, languages
-    [sampling]  alpha, language_weights ("uniform" | "size" | {lang = weight}), batch_size,
-                hard_negatives, allow_parallel_duplicates, pairs_per_qid
+    [sampling]  alpha, alpha_schedule ("exact" | "bernoulli"), language_weights ("uniform" | "size" |
+                {lang = weight}), batch_size, hard_negatives, allow_parallel_duplicates, pairs_per_qid
     [optim]     lr, weight_decay, warmup_steps, schedule ("linear" | "cosine" | "constant"),
                 max_grad_norm, temperature, learn_temperature
     [train]     steps, epochs, precision ("fp32" | "bf16" | "fp16"), deepspeed, output_dir, seed,
@@ -64,6 +64,9 @@ class DataConfig:
 @dataclass
 class SamplingConfig:
     alpha: float = 0.5
+    # "exact": floor(α·S + 1/2) of the run's S steps are monolingual, in a seeded random order;
+    # "bernoulli": an independent draw per step (see hybridfast.sampling).
+    alpha_schedule: str = "exact"
     language_weights: str | dict[str, float] = "uniform"
     batch_size: int = 100
     hard_negatives: int = 0
@@ -138,6 +141,7 @@ SECTIONS: dict[str, type] = {
     "log": LogConfig,
 }
 
+ALPHA_SCHEDULES = ("exact", "bernoulli")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")
 DATASETS = ("xquad", "jsonl")
@@ -257,6 +261,8 @@ def validate(config: TrainConfig) -> None:
         fail("data.eval_fraction", f"must be in (0, 1), not {d.eval_fraction}")
     if not 0.0 <= smp.alpha <= 1.0 or math.isnan(smp.alpha):
         fail("sampling.alpha", f"must be in [0, 1], not {smp.alpha}")
+    if smp.alpha_schedule not in ALPHA_SCHEDULES:
+        fail("sampling.alpha_schedule", f"must be one of {', '.join(ALPHA_SCHEDULES)}, not {smp.alpha_schedule!r}")
     if isinstance(smp.language_weights, str) and smp.language_weights not in ("uniform", "size"):
         fail("sampling.language_weights", f"must be 'uniform', 'size' or a table, not {smp.language_weights!r}")
     if smp.batch_size < 1:

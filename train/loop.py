@@ -147,6 +147,9 @@ def build_sampler(config: TrainConfig, records: Sequence[ParallelRecord], rank: 
             allow_parallel_duplicates=s.allow_parallel_duplicates,
             pairs_per_qid=s.pairs_per_qid,
             hard_negatives=s.hard_negatives,
+            alpha_schedule=s.alpha_schedule,
+            total_steps=config.train.steps or None,
+            total_epochs=None if config.train.steps else config.train.epochs,
             rank=rank,
             world_size=world_size,
         )
@@ -159,6 +162,7 @@ def build_sampler(config: TrainConfig, records: Sequence[ParallelRecord], rank: 
 _OPTION_SECTIONS = {
     "languages": "data",
     "alpha": "sampling",
+    "alpha_schedule": "sampling",
     "batch_size": "sampling",
     "language_weights": "sampling",
     "hard_negatives": "sampling",
