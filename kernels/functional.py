@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 
 from hybridfast.kernels.contrastive import (
@@ -51,14 +53,39 @@ def _check_inputs(q: object, p: object) -> tuple[torch.Tensor, torch.Tensor]:
     return q, p
 
 
-def _temperature(temperature: float | torch.Tensor, device: torch.device) -> torch.Tensor:
+def _temperature(temperature: object, device: torch.device) -> torch.Tensor:
+    """τ as a 0-dim fp32 tensor on ``device``, checked to be a finite positive real number.
+
+    Python and numpy real scalars are taken by value. A tensor (a learnable τ) must hold one floating-point
+    element; on CPU its value is checked here, on CUDA by a device-side assert queued on the stream: reading it
+    on the host would wait for the GPU on every call. A failed device assert surfaces at the next synchronizing
+    call and leaves the CUDA context unusable, which is what a NaN or non-positive learnable τ deserves.
+    """
+    if isinstance(temperature, (bool, np.bool_)):
+        raise ValueError(f"temperature must be a positive finite number, got the bool {temperature!r}")
     if isinstance(temperature, torch.Tensor):
-        if temperature.numel() != 1 or not temperature.dtype.is_floating_point:
-            raise ValueError(f"temperature tensor must be a floating-point scalar, got {list(temperature.shape)}")
-        return temperature.reshape(()).to(device=device, dtype=torch.float32)
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        if temperature.dtype == torch.bool or not temperature.dtype.is_floating_point:
+            raise ValueError(f"temperature tensor must have a floating-point dtype, got {temperature.dtype}")
+        if temperature.numel() != 1:
+            raise ValueError(f"temperature tensor must hold one value (a scalar), got shape {list(temperature.shape)}")
+        tau = temperature.reshape(())
+        if tau.is_cuda:
+            torch._assert_async(torch.isfinite(torch.log(tau.detach())),
+                                "contrastive_loss: temperature must be finite and positive")
+        else:
+            value = float(tau.detach())
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"temperature must be finite and positive, got a tensor holding {value!r}")
+        return tau.to(device=device, dtype=torch.float32)
+    if isinstance(temperature, np.ndarray):
+        raise ValueError(f"temperature must be a number or a torch tensor, got a numpy array of shape "
+                         f"{list(temperature.shape)} (pass float(x) or torch.tensor(x))")
+    if not isinstance(temperature, numbers.Real):
+        raise ValueError(f"temperature must be a positive finite number, got {type(temperature).__name__}")
+    value = float(temperature)
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    return torch.tensor(float(temperature), dtype=torch.float32, device=device)
+    return torch.tensor(value, dtype=torch.float32, device=device)
 
 
 # backend="auto" on CUDA takes the naive path up to this many logits (M·N), the fused kernels above it. At 4,096²
@@ -106,7 +133,9 @@ def contrastive_loss(
         p: [N, d] candidates, typically the M positives followed by hard negatives. q and p are promoted to a
             common dtype; under autocast they are cast to the autocast dtype.
         labels: [M] int64 index of each query's positive in ``p``; default ``arange(M)`` (needs N ≥ M).
-        temperature: τ > 0, a float or a 0-dim tensor that receives a gradient (learnable temperature).
+        temperature: finite τ > 0: a Python or numpy number, or a one-element floating tensor that receives a
+            gradient (learnable temperature). A CPU tensor is checked on the host; a CUDA tensor by a device-side
+            assert (no host sync), which fails at the next synchronizing call.
         group_ids: optional (``[M]`` query groups, ``[N]`` candidate groups): candidate j leaves query i's
             denominator when both share a group and j ≠ labels[i] (false-negative masking of parallel data).
         symmetric: also the candidate → query direction over each query's positive column, with the same mask

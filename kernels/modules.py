@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -86,8 +87,10 @@ class ContrastiveLoss(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+            math.isfinite(temperature) and temperature > 0
+        ):
+            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
         log_temperature = torch.tensor(math.log(temperature), dtype=torch.float32)
         if learnable_temperature:
             self.log_temperature = nn.Parameter(log_temperature)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -362,7 +363,21 @@ def _bad_cases() -> list[tuple[str, dict]]:
          {"q": q, "p": p, "group_ids": (torch.zeros(4).long(), torch.zeros(5).long())}),
         ("zero temperature", {"q": q, "p": p, "temperature": 0.0}),
         ("negative temperature", {"q": q, "p": p, "temperature": -0.1}),
+        ("nan temperature", {"q": q, "p": p, "temperature": float("nan")}),
+        ("inf temperature", {"q": q, "p": p, "temperature": float("inf")}),
+        ("bool temperature", {"q": q, "p": p, "temperature": True}),
+        ("numpy bool temperature", {"q": q, "p": p, "temperature": np.bool_(True)}),
+        ("numpy negative temperature", {"q": q, "p": p, "temperature": np.float32(-0.05)}),
+        ("numpy array temperature", {"q": q, "p": p, "temperature": np.array([0.05, 0.1])}),
+        ("string temperature", {"q": q, "p": p, "temperature": "0.05"}),
         ("vector temperature", {"q": q, "p": p, "temperature": torch.ones(2)}),
+        ("zero tensor temperature", {"q": q, "p": p, "temperature": torch.tensor(0.0)}),
+        ("negative tensor temperature", {"q": q, "p": p, "temperature": torch.tensor(-0.05)}),
+        ("nan tensor temperature", {"q": q, "p": p, "temperature": torch.tensor(float("nan"))}),
+        ("inf tensor temperature", {"q": q, "p": p, "temperature": torch.tensor(float("inf"))}),
+        ("bool tensor temperature", {"q": q, "p": p, "temperature": torch.tensor(True)}),
+        ("integer tensor temperature", {"q": q, "p": p, "temperature": torch.tensor(1)}),
+        ("complex tensor temperature", {"q": q, "p": p, "temperature": torch.tensor(0.05 + 0j)}),
         ("bad reduction", {"q": q, "p": p, "reduction": "max"}),
         ("bad backend", {"q": q, "p": p, "backend": "cuda"}),
         ("not a tensor", {"q": [[1.0]], "p": p}),
@@ -371,10 +386,37 @@ def _bad_cases() -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize("case", _bad_cases(), ids=[c[0] for c in _bad_cases()])
 def test_bad_input_raises_value_error(case: tuple[str, dict]) -> None:
-    _, kwargs = case
+    name, kwargs = case
     q, p = kwargs.pop("q"), kwargs.pop("p")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="temperature" if "temperature" in name else None):
         contrastive_loss(q, p, backend=kwargs.pop("backend", "torch"), **kwargs)
+
+
+@pytest.mark.parametrize("temperature", [np.float32(0.25), np.float64(0.25), np.int64(1), torch.tensor([0.25]),
+                                         torch.tensor(0.25, dtype=torch.float64)], ids=repr)
+def test_temperature_forms(temperature: object) -> None:
+    """numpy scalars count by value; a one-element floating tensor of any shape or precision is a scalar."""
+    q, p, labels, _ = _inputs(5, 9, 16, torch.float32, "cpu", normalized=False, seed=2)
+    expected = contrastive_loss(q, p, labels=labels, temperature=float(temperature), backend="torch")
+    assert torch.equal(contrastive_loss(q, p, labels=labels, temperature=temperature, backend="torch"), expected)
+
+
+@pytest.mark.skipif(not HAS_CUDA or INTERPRET, reason="the device-side temperature check runs on CUDA")
+@pytest.mark.parametrize("value", ["0.0", "-0.05", "float('nan')", "float('inf')"])
+def test_cuda_tensor_temperature_fails_on_device(value: str) -> None:
+    """A CUDA temperature is checked by a device assert (no host sync); it fails at the next sync, in a child
+    process because a failed device assert leaves the CUDA context unusable."""
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom hybridfast.kernels import contrastive_loss\n"
+            "q = torch.randn(8, 16, device='cuda'); p = torch.randn(8, 16, device='cuda')\n"
+            f"tau = torch.tensor({value}, device='cuda')\n"
+            "loss = contrastive_loss(q, p, temperature=tau, backend='triton')\n"
+            "torch.cuda.synchronize()\nprint('NO ERROR', loss.item())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "NO ERROR" not in done.stdout
+    assert "temperature must be finite and positive" in done.stderr or "device-side assert" in done.stderr
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device to mix devices")

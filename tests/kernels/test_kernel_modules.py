@@ -46,6 +46,8 @@ def test_contrastive_loss_module(learnable: bool) -> None:
         assert loss_fn.log_temperature.grad is not None and torch.isfinite(loss_fn.log_temperature.grad)
 
 
-def test_contrastive_loss_module_rejects_nonpositive_temperature() -> None:
-    with pytest.raises(ValueError, match="temperature"):
-        ContrastiveLoss(0.0)
+@pytest.mark.parametrize("temperature", [0.0, -0.05, math.nan, math.inf, True, "0.05", None],
+                         ids=["zero", "negative", "nan", "inf", "bool", "string", "none"])
+def test_contrastive_loss_module_rejects_bad_temperature(temperature: object) -> None:
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+        ContrastiveLoss(temperature)
