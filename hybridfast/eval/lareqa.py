@@ -14,10 +14,14 @@ multilingual pool serves every setting, because a language's pool is a column sl
   query language and macro-averaged; rank distance (max - min rank of the relevant candidates) measures
   language bias here.
 
-Metrics per query (see `hybridfast.eval.metrics`): average precision over the full pool, R@1, R@10; mAP is
-their mean over the evaluated queries. A query whose question has no gold candidate in the searched pool is
-skipped and counted. Per-query scores stored for paired tests are one value per (query language, question):
-the query's value in mono, its mean over the cross pools, its value in multi.
+Metrics per query (see `hybridfast.eval.metrics`): average precision over the full pool (mAP is its mean over
+the evaluated queries); in mono and cross, where a question has one gold sentence per pool, R@1 and R@10; in
+multi, where it has one per language (11 in XQuAD-R), Hit@1 and Hit@10 (any of its answers ranked first / in
+the top 10): R@1 would be capped at 1/11 there. A query whose question has no gold candidate in the searched
+pool is skipped and counted. Per-query scores stored for paired tests are one value per (query language,
+question): the query's value in mono, its mean over the cross pools, its value in multi; each carries its
+cluster labels, the question (shared by its translations) and the article, because those queries are not
+independent samples.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 
 from hybridfast.errors import HybridfastError
 from hybridfast.eval.encoding import EncodeTimer, encode_texts
-from hybridfast.eval.metrics import average_precision, rank_distance, recall_at_k, relevant_ranks
+from hybridfast.eval.metrics import average_precision, hit_at_k, rank_distance, recall_at_k, relevant_ranks
 from hybridfast.eval.results import encoder_info, finite_mean, markdown_table, new_result, per_query_block
 
 if TYPE_CHECKING:
@@ -38,7 +42,8 @@ if TYPE_CHECKING:
     from hybridfast.encoder import FusedEncoder
 
 LAREQA_SETTINGS = ("mono", "cross", "multi")
-LAREQA_METRICS = ("map", "r@1", "r@10")
+LAREQA_METRICS = ("map", "r@1", "r@10")  # mono and cross: one relevant candidate per pool
+MULTI_METRICS = ("map", "hit@1", "hit@10", "rank_distance")  # multi: one relevant candidate per language
 
 
 class EmptyPoolError(HybridfastError):
@@ -95,6 +100,7 @@ def evaluate_lareqa(
     multi_table: dict[str, dict[str, Any]] = {}
     per_query: dict[str, dict[str, list[np.ndarray]]] = {s: {} for s in LAREQA_SETTINGS}
     ids: list[str] = []
+    clusters: dict[str, list[str]] = {"question": [], "article": []}
     for x in query_languages:
         scores = query_embeddings[x] @ pool_matrix.T
         relevant_columns = [
@@ -102,6 +108,8 @@ def evaluate_lareqa(
             for q in questions[x]
         ]
         ids.extend(f"{x}:{q.qid}" for q in questions[x])
+        clusters["question"].extend(q.qid for q in questions[x])
+        clusters["article"].extend(q.article for q in questions[x])
         cross_values: dict[str, list[np.ndarray]] = {m: [] for m in LAREQA_METRICS}
         pair_tables[x] = {}
         for y_index, y in enumerate(languages):
@@ -116,7 +124,7 @@ def evaluate_lareqa(
                     cross_values[metric].append(values[metric])
         if len(languages) > 1:
             _append(per_query["cross"], {m: _nanmean_rows(np.stack(v)) for m, v in cross_values.items()})
-        multi_values = _query_metrics(scores, relevant_columns, with_rank_distance=True)
+        multi_values = _query_metrics(scores, relevant_columns, multilingual=True)
         multi_table[x] = _summary(multi_values)
         _append(per_query["multi"], multi_values)
     score_seconds = time.perf_counter() - score_start
@@ -128,7 +136,7 @@ def evaluate_lareqa(
     cross_table = {x: {y: row for y, row in pair_tables[x].items() if y != x} for x in query_languages}
     result["metrics"] = {
         "mono": _macro(mono_table.values(), LAREQA_METRICS),
-        "multi": _macro(multi_table.values(), (*LAREQA_METRICS, "rank_distance")),
+        "multi": _macro(multi_table.values(), MULTI_METRICS),
     }
     if len(languages) > 1:
         result["metrics"]["cross"] = _macro([row for rows in cross_table.values() for row in rows.values()], LAREQA_METRICS)
@@ -137,7 +145,7 @@ def evaluate_lareqa(
     if len(languages) > 1:
         result["per_language"]["cross"] = cross_table
     result["per_query"] = {
-        setting: per_query_block(ids, {m: np.concatenate(v) for m, v in blocks.items()})
+        setting: per_query_block(ids, {m: np.concatenate(v) for m, v in blocks.items()}, clusters)
         for setting, blocks in per_query.items()
         if blocks
     }
@@ -174,7 +182,7 @@ def lareqa_markdown(result: dict[str, Any]) -> str:
             tables["mono"].get(lang, {}).get("map"),
             finite_mean(np.array([r["map"] for r in cross_rows], dtype=float)) if cross_rows else None,
             tables["multi"].get(lang, {}).get("map"),
-            tables["multi"].get(lang, {}).get("r@1"),
+            tables["multi"].get(lang, {}).get("hit@1"),
             tables["multi"].get(lang, {}).get("rank_distance"),
         ])
     metrics = result["metrics"]
@@ -183,10 +191,10 @@ def lareqa_markdown(result: dict[str, Any]) -> str:
         metrics["mono"]["map"],
         metrics.get("cross", {}).get("map"),
         metrics["multi"]["map"],
-        metrics["multi"]["r@1"],
+        metrics["multi"]["hit@1"],
         metrics["multi"]["rank_distance"],
     ])
-    header = ["lang", "mono mAP", "cross mAP (as query)", "multi mAP", "multi R@1", "rank distance"]
+    header = ["lang", "mono mAP", "cross mAP (as query)", "multi mAP", "multi Hit@1", "rank distance"]
     return markdown_table(header, rows)
 
 
@@ -202,14 +210,13 @@ def _select_languages(dataset: LareqaDataset, langs: Sequence[str] | None) -> li
     return sorted(set(langs))
 
 
-def _query_metrics(
-    scores: np.ndarray, relevant: list[np.ndarray], with_rank_distance: bool = False
-) -> dict[str, np.ndarray]:
+def _query_metrics(scores: np.ndarray, relevant: list[np.ndarray], multilingual: bool = False) -> dict[str, np.ndarray]:
+    """`LAREQA_METRICS` of one language's pool, or `MULTI_METRICS` of the multilingual pool."""
     ranks = relevant_ranks(scores, relevant)
-    values = {"map": average_precision(ranks), "r@1": recall_at_k(ranks, 1), "r@10": recall_at_k(ranks, 10)}
-    if with_rank_distance:
-        values["rank_distance"] = rank_distance(ranks)
-    return values
+    if multilingual:
+        return {"map": average_precision(ranks), "hit@1": hit_at_k(ranks, 1), "hit@10": hit_at_k(ranks, 10),
+                "rank_distance": rank_distance(ranks)}
+    return {"map": average_precision(ranks), "r@1": recall_at_k(ranks, 1), "r@10": recall_at_k(ranks, 10)}
 
 
 def _summary(values: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -20,7 +20,11 @@ Without ties (float scores of real encoders), rank = n_ge = the usual 1-based po
   AP = sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds, which equals
   AP(q) = (1 / |rel(q)|) * sum_{r in rel(q)} rel_ge(q, r) / n_ge(q, r);
 - recall at k: R@k(q) = |{ r in rel(q) : rank(q, r) <= k }| / |rel(q)| (trec_eval's `recall.k`; with a single
-  relevant candidate it is the hit rate);
+  relevant candidate it is the hit rate). With m relevant candidates R@k is capped at k/m: in XQuAD-R's
+  multilingual pool (11 answers per question) R@1 can never exceed 1/11;
+- hit at k: Hit@k(q) = 1 if some relevant candidate has rank <= k, else 0 (success@k); this is the
+  multilingual top-1 accuracy of LAReQA-style pools, where any language's answer counts. A tie with a
+  non-relevant candidate is broken against the relevant one (above), so a tied first place is not a hit;
 - rank distance (language bias; Huang et al. 2023, "Soft Prompt Decoding for Multilingual Dense Retrieval",
   as used by Elmahdy et al. 2024, arXiv 2408.10536): RD(q) = max_r rank(q, r) - min_r rank(q, r) over the
   query's relevant candidates in the multilingual pool (0 when it has only one). A language-agnostic model
@@ -119,6 +123,14 @@ def recall_at_k(ranks: RelevantRanks, k: int) -> np.ndarray:
         raise ValueError(f"k must be at least 1, not {k}")
     hits = (ranks.valid & (ranks.rank <= k)).sum(axis=1)
     return _per_relevant_mean(hits.astype(np.float64), ranks)
+
+
+def hit_at_k(ranks: RelevantRanks, k: int) -> np.ndarray:
+    """Per-query 1.0 if any relevant candidate is ranked in the top k, else 0.0; NaN without relevant candidates."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    hit = (ranks.valid & (ranks.rank <= k)).any(axis=1)
+    return np.where(ranks.has_relevant, hit.astype(np.float64), np.nan)
 
 
 def rank_distance(ranks: RelevantRanks) -> np.ndarray:

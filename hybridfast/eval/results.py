@@ -5,8 +5,14 @@ Layout (format `hybridfast-eval/1`):
     {"format", "task", "model", "data", "created", "settings", "encoder",
      "metrics":     {setting: {metric: value}},            # the headline numbers
      "per_language": {...},                               # task-specific tables
-     "per_query":   {setting: {"ids": [...], metric: [...]}},  # paired tests read these
+     "per_query":   {setting: {"ids": [...], metric: [...],   # paired tests read these
+                               "clusters": {level: [...]}}},   # optional: e.g. question, article
      "counts", "warnings", "timing", "versions"}
+
+`clusters` names, per query, the groups it is not independent of: in LAReQA every translation of one
+question shares a "question" id and every question of one Wikipedia article an "article" id, so
+significance tests resample those groups, not query rows (`hybridfast.eval.compare`). A block without
+clusters has independent queries (BEIR, Tatoeba).
 
 Per-query values are rounded to 6 significant decimals so that a full XQuAD-R run stays near 2 MB.
 """
@@ -30,6 +36,9 @@ if TYPE_CHECKING:
 
 RESULT_FORMAT = "hybridfast-eval/1"
 _DECIMALS = 6
+# Keys of a per-query block that are not metrics.
+IDS_KEY = "ids"
+CLUSTERS_KEY = "clusters"
 
 
 class ResultFileError(HybridfastError):
@@ -86,12 +95,24 @@ def new_result(task: str, model: str, data: str, settings: dict[str, Any], encod
     }
 
 
-def per_query_block(ids: list[str], scores: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-    """`{"ids": ids, metric: rounded values}` for one setting."""
-    block: dict[str, list[Any]] = {"ids": list(ids)}
+def per_query_block(
+    ids: list[str], scores: dict[str, np.ndarray], clusters: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """`{"ids": ids, metric: rounded values, "clusters": {level: labels}}` for one setting."""
+    block: dict[str, Any] = {IDS_KEY: list(ids)}
     for metric, values in scores.items():
         block[metric] = [_round(float(v)) for v in np.asarray(values).tolist()]
+    if clusters:
+        for level, labels in clusters.items():
+            if len(labels) != len(ids):
+                raise ValueError(f"cluster level {level!r} has {len(labels)} labels for {len(ids)} queries")
+        block[CLUSTERS_KEY] = {level: [str(label) for label in labels] for level, labels in clusters.items()}
     return block
+
+
+def block_metrics(block: dict[str, Any]) -> list[str]:
+    """The metric names of a per-query block (every key but the ids and the cluster labels)."""
+    return [key for key in block if key not in (IDS_KEY, CLUSTERS_KEY)]
 
 
 def finite_mean(values: np.ndarray) -> float:
@@ -129,9 +150,16 @@ def load_result(path: str | Path) -> dict[str, Any]:
         ids = block.get("ids") if isinstance(block, dict) else None
         if not isinstance(ids, list):
             raise ResultFileError(f"{path}: per_query[{setting!r}] has no ids list")
-        for metric, values in block.items():
-            if metric != "ids" and (not isinstance(values, list) or len(values) != len(ids)):
+        for metric in block_metrics(block):
+            values = block[metric]
+            if not isinstance(values, list) or len(values) != len(ids):
                 raise ResultFileError(f"{path}: per_query[{setting!r}][{metric!r}] does not match its ids")
+        clusters = block.get(CLUSTERS_KEY, {})
+        if not isinstance(clusters, dict):
+            raise ResultFileError(f"{path}: per_query[{setting!r}][{CLUSTERS_KEY!r}] must map a level to labels")
+        for level, labels in clusters.items():
+            if not isinstance(labels, list) or len(labels) != len(ids):
+                raise ResultFileError(f"{path}: per_query[{setting!r}][{CLUSTERS_KEY!r}][{level!r}] does not match its ids")
     return result
 
 

@@ -21,10 +21,9 @@ def test_perfect_encoder_scores_by_hand(tmp_path, write_lareqa, keyword_encoder)
     metrics = result["metrics"]
     assert metrics["mono"] == {"map": 1.0, "r@1": 1.0, "r@10": 1.0}
     assert metrics["cross"] == {"map": 1.0, "r@1": 1.0, "r@10": 1.0}
-    # Multi: the 3 gold sentences tie at score 1 (AP 1); ranked 1, 2, 3 -> R@1 = 1/3, rank distance 2.
-    assert metrics["multi"]["map"] == 1.0
-    assert metrics["multi"]["r@1"] == pytest.approx(1 / 3)
-    assert metrics["multi"]["rank_distance"] == 2.0
+    # Multi: the 3 gold sentences tie at score 1 (AP 1); ranked 1, 2, 3 -> one of them is first (Hit@1 = 1,
+    # where R@1 would be 1/3), rank distance 2.
+    assert metrics["multi"] == {"map": 1.0, "hit@1": 1.0, "hit@10": 1.0, "rank_distance": 2.0}
     assert set(result["per_language"]["cross"]["en"]) == {"de", "es"}
     assert result["counts"]["candidates"] == {"de": 12, "en": 12, "es": 12}
     assert result["counts"]["multilingual_pool"] == 36
@@ -33,6 +32,12 @@ def test_perfect_encoder_scores_by_hand(tmp_path, write_lareqa, keyword_encoder)
     assert sorted(keyword_encoder.calls) == [("passage", 12)] * 3 + [("query", 4)] * 3
     per_query = result["per_query"]
     assert len(per_query["multi"]["ids"]) == 12 and per_query["multi"]["ids"][0] == "de:qid1"
+    # Cluster labels: the question shared by its translations, the article (the English title as key).
+    for setting in ("mono", "cross", "multi"):
+        clusters = per_query[setting]["clusters"]
+        assert [f"{q}" for q in clusters["question"][:4]] == ["qid1", "qid2", "qid3", "qid4"]
+        assert clusters["question"][4] == "qid1"  # English questions come next, the same four questions
+        assert clusters["article"][:4] == ["Article 0 en", "Article 0 en", "Article 1 en", "Article 1 en"]
     assert "**macro**" in lareqa_markdown(result)
 
 

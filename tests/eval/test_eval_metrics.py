@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hybridfast.eval.metrics import average_precision, rank_distance, recall_at_k, relevant_ranks
+from hybridfast.eval.metrics import average_precision, hit_at_k, rank_distance, recall_at_k, relevant_ranks
 
 
 def _metrics(scores, relevant):
@@ -104,6 +104,45 @@ def test_rank_distance_on_a_toy_multilingual_pool():
     ranks = relevant_ranks(scores, relevant)
     assert ranks.rank.tolist() == [[1, 2, 5], [1, 2, 3]]
     assert rank_distance(ranks).tolist() == [4.0, 2.0]
+
+
+def test_multilingual_hit_at_1_on_a_hand_computed_pool():
+    # Pool: en0 en1 en2 | de0 de1 de2 | fr0 fr1 fr2; question k's answers are en_k, de_k and fr_k.
+    relevant = [[0, 3, 6], [1, 4, 7], [2, 5, 8], [2, 5, 8]]
+    scores = np.array([
+        # Query 0: its German answer de0 is first -> Hit@1 = 1, though R@1 = 1/3 (capped by 3 answers).
+        [0.5, 0.1, 0.1, 0.9, 0.2, 0.2, 0.4, 0.3, 0.3],
+        # Query 1: en0 (not its answer) first, de1 second -> Hit@1 = 0, Hit@2 = 1.
+        [0.9, 0.3, 0.1, 0.2, 0.8, 0.1, 0.1, 0.7, 0.2],
+        # Query 2: fr2 (relevant) ties de1 (not relevant) at the top: the tie goes against the answer -> 0.
+        [0.1, 0.2, 0.5, 0.3, 0.9, 0.6, 0.1, 0.2, 0.9],
+        # Query 3: all three answers first -> Hit@1 = 1, R@1 = 1/3, Hit@3 = R@3 = 1.
+        [0.1, 0.1, 0.8, 0.2, 0.2, 0.9, 0.1, 0.1, 0.7],
+    ])
+    ranks = relevant_ranks(scores, relevant)
+    assert hit_at_k(ranks, 1).tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert hit_at_k(ranks, 2).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert recall_at_k(ranks, 1).tolist() == pytest.approx([1 / 3, 0.0, 0.0, 1 / 3])
+    assert hit_at_k(ranks, 3)[3] == recall_at_k(ranks, 3)[3] == 1.0
+    none = hit_at_k(relevant_ranks(np.zeros((1, 2)), [[]]), 1)
+    assert np.isnan(none[0])
+    with pytest.raises(ValueError, match="k must be"):
+        hit_at_k(ranks, 0)
+
+
+def test_hit_at_k_matches_pytrec_eval_success_without_ties():
+    import pytrec_eval
+
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((30, 120))
+    relevant = [rng.choice(120, size=rng.integers(1, 12), replace=False) for _ in range(30)]
+    qrels = {f"q{q}": {f"c{j}": 1 for j in relevant[q]} for q in range(30)}
+    run = {f"q{q}": {f"c{j}": float(scores[q, j]) for j in range(120)} for q in range(30)}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"success.1,5"}).evaluate(run)
+    ranks = relevant_ranks(scores, relevant)
+    for k in (1, 5):
+        ours = hit_at_k(ranks, k)
+        assert [ours[q] for q in range(30)] == [trec[f"q{q}"][f"success_{k}"] for q in range(30)]
 
 
 def test_chunked_computation_equals_one_shot(monkeypatch):
