@@ -24,29 +24,35 @@ def _fail(error: HybridfastError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _render_table(stats: DatasetStats) -> Table:
-    """A rich table for one dataset; long per-language lists (Tatoeba) fold into several column groups."""
+def _cell(value: str | int | None) -> str:
+    return "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _render_table(stats: DatasetStats, width: int) -> Table:
+    """A rich table for one dataset; long per-language lists (Tatoeba) fold into as many column groups (up to 4)
+    as `width` characters hold."""
     from rich.table import Table
 
-    folds = 4 if len(stats.rows) > 24 else 1
+    text_columns = {i for i, _ in enumerate(stats.columns) if all(isinstance(row[i], str) for row in stats.rows)}
+    fold_width = sum(3 + max(len(column), *(len(_cell(row[i])) for row in stats.rows))
+                     for i, column in enumerate(stats.columns))
+    folds = max(1, min(4, (width - 1) // fold_width)) if len(stats.rows) > 24 else 1
     table = Table(title=f"{stats.name} ({stats.kind})", title_justify="left", caption=str(stats.path))
     for _ in range(folds):
         for i, column in enumerate(stats.columns):
-            table.add_column(column, justify="left" if i == 0 else "right")
+            text = i in text_columns
+            table.add_column(column, justify="left" if text else "right", no_wrap=text, overflow="ellipsis")
     height = -(-len(stats.rows) // folds)
     for r in range(height):
         cells: list[str] = []
         for fold in range(folds):
             index = fold * height + r
             row = stats.rows[index] if index < len(stats.rows) else ("",) * len(stats.columns)
-            cells.extend(
-                "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
-                for value in row
-            )
+            cells.extend(_cell(value) for value in row)
         table.add_row(*cells)
     if folds > 1:
-        total = sum(int(row[1] or 0) for row in stats.rows)
-        table.caption = f"{stats.path}: {len(stats.rows)} languages, {total:,} {stats.columns[1]} in total"
+        total = sum(int(row[-1] or 0) for row in stats.rows)
+        table.caption = f"{stats.path}: {len(stats.rows)} languages, {total:,} {stats.columns[-1]} in total"
     return table
 
 
@@ -88,7 +94,7 @@ def stats_command(
         return
     console = Console()
     for stats in results:
-        console.print(_render_table(stats))
+        console.print(_render_table(stats, console.width))
 
 
 @app.command("download")

@@ -6,7 +6,9 @@ Format (UTF-8, `.jsonl` or `.jsonl.gz`), one JSON object per line, blank lines i
      "hard_negatives": ["...", "..."], "group": "g3", "article": "Warsaw"}
 
 `qid`, `lang`, `query` and `passage` are required; `qid` is shared by translations of one question;
-`lang` is an ISO 639-1 code; `hard_negatives` (list of strings), `group` and `article` are optional.
+`lang` is a language code, ISO 639-1 (`de`) or ISO 639-3 (`deu`), stored in its preferred form (ISO 639-1 when
+the language has one; see `hybridfast.data.languages`), so `de` and `deu` in one file are one language;
+`hard_negatives` (list of strings), `group` and `article` are optional.
 A (`qid`, `lang`) pair may appear once.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridfast.data.files import iter_jsonl
-from hybridfast.data.languages import check_language
+from hybridfast.data.languages import canonical_language
 from hybridfast.data.records import ParallelRecord
 from hybridfast.errors import DataFormatError
 
@@ -43,7 +45,7 @@ def _record(value: dict[str, Any], path: Path, line: int) -> ParallelRecord:
         if not value[key].strip():
             raise DataFormatError(path, line, f"empty {key!r}")
         fields[key] = value[key]
-    check_language(fields["lang"], path, line)
+    fields["lang"] = canonical_language(fields["lang"], path, line)
     negatives = value.get("hard_negatives") or []
     if not isinstance(negatives, list) or not all(isinstance(n, str) and n.strip() for n in negatives):
         raise DataFormatError(path, line, "'hard_negatives' should be a list of non-empty strings")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridfast.data.files import MissingDataError, find_data_file, parse_json, read_text, strip_gz
-from hybridfast.data.languages import check_language
+from hybridfast.data.languages import check_language, describe_languages, match_language
 from hybridfast.data.records import LareqaCandidate, LareqaDataset, LareqaQuestion, ParallelRecord
 from hybridfast.errors import DataFormatError
 
@@ -186,12 +186,16 @@ def _select(
         if not files:
             raise MissingDataError(f"{directory}: no {pattern} files found")
         return files
-    for lang in languages:
-        if lang not in files:
+    selected: dict[str, Path] = {}
+    for code in languages:
+        lang = match_language(code, files)
+        if lang is None:
             raise MissingDataError(
-                f"{directory / pattern.replace('{lang}', lang)}: file not found (also tried .gz)"
+                f"{directory / pattern.replace('{lang}', code)}: file not found (also tried .gz); the folder has "
+                f"{describe_languages(files)}"
             )
-    return {lang: files[lang] for lang in languages}
+        selected[lang] = files[lang]
+    return selected
 
 
 def article_keys(articles_by_lang: dict[str, list[SquadArticle]]) -> dict[str, list[str]]:

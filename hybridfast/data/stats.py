@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hybridfast.data.beir import beir_splits, load_beir_corpus, load_beir_qrels, load_beir_queries
 from hybridfast.data.files import MissingDataError, strip_gz
-from hybridfast.data.languages import LANGUAGES
+from hybridfast.data.languages import LANGUAGES, language_name
 from hybridfast.data.squad import lareqa_files, load_lareqa, read_squad_file, xquad_files
 from hybridfast.data.tatoeba import load_tatoeba_pair, tatoeba_folder, tatoeba_languages
 from hybridfast.errors import HybridfastError
@@ -92,11 +92,11 @@ def _squad_stats(dataset: DetectedDataset) -> DatasetStats:
         articles = read_squad_file(path)
         paragraphs = [paragraph for article in articles for paragraph in article.paragraphs]
         questions = sum(len(paragraph.questions) for paragraph in paragraphs)
-        row: tuple[str | int | None, ...] = (lang, len(articles), len(paragraphs), questions)
+        row: tuple[str | int | None, ...] = (lang, language_name(lang), len(articles), len(paragraphs), questions)
         if pool is not None:
             row += (len(pool.candidates_in(lang)),)
         rows.append(row)
-    columns = ("language", "articles", "paragraphs", "questions") + (("candidates",) if lareqa else ())
+    columns = ("language", "name", "articles", "paragraphs", "questions") + (("candidates",) if lareqa else ())
     return DatasetStats(dataset.name, dataset.kind, dataset.path, columns, tuple(rows))
 
 
@@ -120,9 +120,10 @@ def _beir_stats(dataset: DetectedDataset) -> DatasetStats:
 
 def _tatoeba_stats(dataset: DetectedDataset) -> DatasetStats:
     rows = tuple(
-        (lang, len(load_tatoeba_pair(dataset.path, lang))) for lang in tatoeba_languages(dataset.path)
+        (lang, language_name(lang), len(load_tatoeba_pair(dataset.path, lang)))
+        for lang in tatoeba_languages(dataset.path)
     )
-    return DatasetStats(dataset.name, dataset.kind, dataset.path, ("language", "pairs"), rows)
+    return DatasetStats(dataset.name, dataset.kind, dataset.path, ("language", "name", "pairs"), rows)
 
 
 def dataset_stats(dataset: DetectedDataset) -> DatasetStats:

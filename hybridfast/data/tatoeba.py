@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from hybridfast.data.files import MissingDataError, find_data_file, iter_lines, strip_gz
-from hybridfast.data.languages import check_language
+from hybridfast.data.languages import check_language, describe_languages, match_language, require_language
 from hybridfast.data.records import BitextPair
 from hybridfast.errors import DataFormatError
 
@@ -60,5 +60,18 @@ def load_tatoeba_pair(directory: Path, lang: str) -> list[BitextPair]:
 
 
 def load_tatoeba(directory: Path, languages: list[str] | None = None) -> dict[str, list[BitextPair]]:
-    """`{lang: pairs}` for `languages` (ISO 639-3; default: every pair under `directory`)."""
-    return {lang: load_tatoeba_pair(directory, lang) for lang in (languages or tatoeba_languages(directory))}
+    """`{lang: pairs}` for `languages` (default: every pair under `directory`), keyed by the files' ISO 639-3
+    codes; `languages` may name them by any code or English name (`de`, `deu`, `German`; `zh` is `cmn`)."""
+    available = tatoeba_languages(directory)
+    selected = []
+    for code in languages or available:
+        lang = match_language(code, available)
+        if lang is None:
+            language = require_language(code)
+            iso3 = next(c for c in language.codes if len(c) == 3)
+            raise MissingDataError(
+                f"{tatoeba_folder(directory) / f'tatoeba.{iso3}-eng.{iso3}'}: file not found (also tried .gz): no "
+                f"{language.name} pair; the folder has {describe_languages(available)}"
+            )
+        selected.append(lang)
+    return {lang: load_tatoeba_pair(directory, lang) for lang in selected}

@@ -27,7 +27,10 @@ def eval_command(
     out: Path | None = typer.Option(None, "--out", help="Write the result JSON here (metrics, tables, per-query scores)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ...; default: cuda when available."),
-    langs: str | None = typer.Option(None, "--langs", help="Comma-separated languages (lareqa: ISO 639-1, tatoeba: ISO 639-3)."),
+    langs: str | None = typer.Option(
+        None, "--langs", help="lareqa, tatoeba: comma-separated languages as ISO 639-1 (de), ISO 639-3 (deu) or "
+        "English names (German), matched to the data's own codes (Tatoeba's zh is cmn)."
+    ),
     article_split: str | None = typer.Option(
         None, "--article-split", help="lareqa: 'eval' keeps only the held-out articles of the train/eval split."
     ),
@@ -47,13 +50,14 @@ def eval_command(
     if model is None or task is None:
         typer.echo("hybridfast eval: --model and --task are required (see hybridfast eval --help)", err=True)
         raise typer.Exit(2)
+    from hybridfast.data.languages import parse_language_list
     from hybridfast.eval.results import save_result
     from hybridfast.eval.runner import evaluate, result_markdown
 
     try:
         result = evaluate(
             model, task, data, batch_size=batch_size, device=device,
-            langs=[lang.strip() for lang in langs.split(",") if lang.strip()] if langs else None,
+            langs=parse_language_list(langs) if langs else None,
             article_split=article_split, split=split, with_context=with_context, top_k=top_k, progress=progress,
         )
     except HybridfastError as error:

@@ -39,7 +39,8 @@ def evaluate(
     """Evaluate `model` (a checkpoint directory, hub id, or a loaded encoder) on `task`.
 
     `data` defaults to the task's folder under the data root (`$HYBRIDFAST_DATA`, else `./data`): xquad-r,
-    beir-scifact or tatoeba-laser. Warnings raised while reading the data (e.g. qrels naming unknown
+    beir-scifact or tatoeba-laser. `langs` may name languages by any code or English name (`de`, `deu`,
+    `German`); each is matched to the dataset's own code (ISO 639-1 in XQuAD-R, ISO 639-3 in Tatoeba). Warnings raised while reading the data (e.g. qrels naming unknown
     documents) are recorded in the result's `warnings`.
     """
     from hybridfast.data.files import resolve_data_root
@@ -65,6 +66,7 @@ def evaluate(
         if task == "lareqa":
             from hybridfast.eval.lareqa import evaluate_lareqa
 
+            langs = _lareqa_languages(langs, dataset.languages, directory) if langs else None
             result = evaluate_lareqa(encoder, dataset, langs=langs, with_context=with_context, **common)
         elif task == "beir":
             from hybridfast.eval.beir import evaluate_beir
@@ -126,6 +128,20 @@ def _load_data(
     from hybridfast.data.tatoeba import load_tatoeba
 
     return load_tatoeba(directory, list(langs) if langs else None), {}
+
+
+def _lareqa_languages(langs: Sequence[str], available: Sequence[str], directory: Path) -> list[str]:
+    """`--langs` in the dataset's codes (`deu` and `German` are `de` in XQuAD-R)."""
+    from hybridfast.data.languages import describe_languages, language_name, match_language
+
+    matched = []
+    for code in langs:
+        lang = match_language(code, available)
+        if lang is None:
+            raise HybridfastError(f"{directory}: no {language_name(code)} ({code}) here; it has "
+                                  f"{describe_languages(available)}")
+        matched.append(lang)
+    return matched
 
 
 def _load_encoder(model: str | FusedEncoder, device: str | None) -> FusedEncoder:

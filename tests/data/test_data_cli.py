@@ -85,8 +85,8 @@ def test_stats_on_written_data(
     monkeypatch.setenv("HYBRIDFAST_DATA", str(tmp_path))
     stats = _stats_json()
     assert stats == {
-        "mini-tatoeba": [{"language": "deu", "pairs": 2}],
-        "mini-xquad": [{"language": "en", "articles": 1, "paragraphs": 1, "questions": 1}],
+        "mini-tatoeba": [{"language": "deu", "name": "German", "pairs": 2}],
+        "mini-xquad": [{"language": "en", "name": "English", "articles": 1, "paragraphs": 1, "questions": 1}],
     }
 
 

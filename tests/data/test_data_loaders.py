@@ -398,7 +398,10 @@ def test_parallel_jsonl_roundtrip(tmp_path: Path, jsonl_writer) -> None:
         ({"qid": "b", "lang": "en", "query": " ", "passage": "p"}, r":2: empty 'query'"),
         ({"qid": "b", "lang": "en", "query": "q", "passage": ""}, r":2: empty 'passage'"),
         ({"qid": "b", "lang": "en", "query": "q"}, r":2: missing field 'passage'"),
-        ({"qid": "b", "lang": "EN", "query": "q", "passage": "p"}, r":2: unknown language code 'EN'"),
+        (
+            {"qid": "b", "lang": "xx", "query": "q", "passage": "p"},
+            r":2: unknown language code 'xx'; use an ISO 639-1 code such as 'de', an ISO 639-3 code such as 'deu'",
+        ),
         (
             {"qid": "b", "lang": "en", "query": "q", "passage": "p", "hard_negatives": "n"},
             r":2: 'hard_negatives'",
