@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -94,6 +94,27 @@ class EncoderConfig:
         if unknown:
             raise HybridfastError(f"{path}: unknown keys {unknown}; known keys are {sorted(known)}")
         return cls(**raw)
+
+
+class TokenBatch(NamedTuple):
+    """The token ids of b texts for one encoder call, already on the encoder's device.
+
+    Padded: `input_ids` and `attention_mask` [b, L] (L the longest of the b texts). Packed (padding-free): one
+    stream `input_ids` [T] with per-text `position_ids` [T], cumulative lengths `cu_seqlens` [b + 1] (int32, on
+    the device for attention, `cu_seqlens_host` on the CPU for pooling) and the longest text `max_length`.
+    A named tuple, so that `torch.utils.checkpoint` finds its device tensors and saves their RNG state.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+    cu_seqlens: torch.Tensor | None = None
+    cu_seqlens_host: torch.Tensor | None = None
+    max_length: int = 0
+
+    @property
+    def num_texts(self) -> int:
+        return self.input_ids.shape[0] if self.attention_mask is not None else self.cu_seqlens_host.numel() - 1
 
 
 class FusedEncoder(nn.Module):
@@ -240,31 +261,75 @@ class FusedEncoder(nn.Module):
             tokenizer = self.__dict__["_parallel_tokenizer"] = ParallelTokenizer(self.tokenizer)
         return tokenizer.token_ids([prefix + text for text in texts], max_length)
 
+    def token_ids(self, texts: Sequence[str], kind: TextKind | None = None) -> list[list[int]]:
+        """Token-id rows of texts prefixed and truncated for `kind` (the ids of :meth:`tokenize`, unpadded)."""
+        return self._token_ids(list(texts), self.config.prefix(kind), self.config.length_limit(kind))
+
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
 
-    def _encode_padded(self, rows: list[list[int]]) -> torch.Tensor:
+    def token_batch(self, rows: Sequence[Sequence[int]], packed: bool) -> TokenBatch:
+        """Token-id rows as one encoder call on this encoder's device: padded to the rows' own longest, or
+        packed into one stream (`packed=True` needs :meth:`enable_packing` first)."""
+        if packed:
+            input_ids, position_ids, cu_seqlens, longest = pack_batch(rows, self._position_offset)
+            return TokenBatch(
+                input_ids=self._to_device(input_ids),
+                position_ids=self._to_device(position_ids),
+                cu_seqlens=self._to_device(cu_seqlens),
+                cu_seqlens_host=torch.from_numpy(cu_seqlens),
+                max_length=longest,
+            )
         input_ids, mask = pad_batch(rows, self.tokenizer.pad_token_id)
-        input_ids_t, mask_t = self._to_device(input_ids), self._to_device(mask)
-        hidden = self._runner(input_ids=input_ids_t, attention_mask=mask_t).last_hidden_state
-        return pool(hidden, mask_t, mode=self.config.pooling, normalize=self.config.normalize)
+        return TokenBatch(input_ids=self._to_device(input_ids), attention_mask=self._to_device(mask))
 
-    def _encode_packed(self, rows: list[list[int]]) -> torch.Tensor:
-        input_ids, position_ids, cu_seqlens, longest = pack_batch(rows, self._position_offset)
-        cu_seqlens_t = self._to_device(cu_seqlens)
+    def embed_tokens(self, batch: TokenBatch) -> torch.Tensor:
+        """[b] texts of a padded or packed :class:`TokenBatch` -> [b, D] pooled (and normalized) embeddings.
+
+        The one forward of training and inference: under `torch.inference_mode` for `encode`, with
+        autograd for training (where `hybridfast.train.step` may run it under activation checkpointing).
+        """
+        if batch.attention_mask is not None:
+            hidden = self._runner(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+            return pool(hidden, batch.attention_mask, mode=self.config.pooling, normalize=self.config.normalize)
         hidden = self._runner(
-            input_ids=self._to_device(input_ids)[None],
-            position_ids=self._to_device(position_ids)[None],
-            cu_seq_lens_q=cu_seqlens_t,
-            cu_seq_lens_k=cu_seqlens_t,
-            max_length_q=longest,
-            max_length_k=longest,
+            input_ids=batch.input_ids[None],
+            position_ids=batch.position_ids[None],
+            cu_seq_lens_q=batch.cu_seqlens,
+            cu_seq_lens_k=batch.cu_seqlens,
+            max_length_q=batch.max_length,
+            max_length_k=batch.max_length,
         ).last_hidden_state[0]
         # The host copy of cu_seqlens: pool_varlen validates it without waiting for the GPU.
-        return pool_varlen(hidden, torch.from_numpy(cu_seqlens), mode=self.config.pooling, normalize=self.config.normalize)
+        return pool_varlen(hidden, batch.cu_seqlens_host, mode=self.config.pooling, normalize=self.config.normalize)
+
+    def _encode_padded(self, rows: list[list[int]]) -> torch.Tensor:
+        return self.embed_tokens(self.token_batch(rows, packed=False))
+
+    def _encode_packed(self, rows: list[list[int]]) -> torch.Tensor:
+        return self.embed_tokens(self.token_batch(rows, packed=True))
+
+    def packing_unsupported(self) -> str:
+        """Why this model cannot run packed (padding-free) batches, or "" when it can."""
+        if packed_position_offset(self.model.config) is None:
+            return f"packing is not supported for model type {self.model.config.model_type!r}"
+        attn = getattr(self.model.config, "_attn_implementation", None)
+        if attn not in ("sdpa", "eager", ATTN_NAME):
+            return f"the model uses attn_implementation={attn!r}"
+        return ""
+
+    def enable_packing(self) -> None:
+        """Switch attention to the varlen function so packed :class:`TokenBatch` es run (padded ones still do:
+        without cumulative lengths it is plain SDPA)."""
+        reason = self.packing_unsupported()
+        if reason:
+            raise HybridfastError(f"padding-free batches are not possible here: {reason}")
+        self._position_offset = packed_position_offset(self.model.config)
+        register_varlen_attention()
+        self._set_attention(ATTN_NAME)
 
     def _set_attention(self, name: str | None) -> None:
         """Switch the transformer's attention implementation (older transformers: via its config)."""
@@ -280,17 +345,14 @@ class FusedEncoder(nn.Module):
         request = self._padding_free_request
         dtype = next(self.model.parameters()).dtype
         fast = flash_varlen_available(self.device, dtype)
-        self._position_offset = packed_position_offset(self.model.config)
         attn = getattr(self.model.config, "_attn_implementation", None)
         reason = ""
         if request is False:
             reason = "padding_free=False"
         elif request is None and not fast:
             reason = "padding-free needs CUDA fp16/bf16 with torch.nn.attention.varlen"
-        elif self._position_offset is None:
-            reason = f"packing is not supported for model type {self.model.config.model_type!r}"
-        elif attn not in ("sdpa", "eager", ATTN_NAME):
-            reason = f"the model uses attn_implementation={attn!r}"
+        else:
+            reason = self.packing_unsupported()
         if reason:
             if request:
                 raise HybridfastError(f"padding_free=True is not possible here: {reason}")
@@ -298,8 +360,7 @@ class FusedEncoder(nn.Module):
             self.inference_backend = f"padded, length-bucketed ({reason})"
             return False
         try:
-            register_varlen_attention()
-            self._set_attention(ATTN_NAME)
+            self.enable_packing()
             self._packed = True
             probe = self._token_ids(list(_PROBE_TEXTS), "", self.config.max_length)
             agreement = float(

@@ -9,6 +9,9 @@ not cross text boundaries, so it runs per segment:
   FlashAttention varlen kernel, torch ≥ 2.9) when present;
 - elsewhere, one ``scaled_dot_product_attention`` call per text (exact, CPU-friendly).
 
+In training, PyTorch's varlen kernel applies no dropout to the attention probabilities (its dropout is fixed
+at 0); the per-text SDPA path and padded batches do. Hidden-state dropout is the same on every path.
+
 The attention function is registered in transformers' ``AttentionInterface`` under
 :data:`ATTN_NAME`. It receives ``cu_seq_lens_q`` / ``max_length_q`` through the model's
 ``**kwargs`` (the same keywords transformers' flash-attention integration uses); without
@@ -83,7 +86,7 @@ def varlen_attention(
     bounds = cu_seqlens.tolist()
     segments = [
         F.scaled_dot_product_attention(
-            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], scale=scaling
+            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout_p=dropout, scale=scaling
         )
         for start, end in zip(bounds[:-1], bounds[1:], strict=True)
     ]

@@ -1,4 +1,4 @@
-"""Turn a `HybridBatch` of texts into the tensors one training step needs."""
+"""Turn a `HybridBatch` of texts into the token ids and group ids one training step needs."""
 
 from __future__ import annotations
 
@@ -15,37 +15,28 @@ HARD_NEGATIVE_GROUP = -1
 
 @dataclass
 class TrainingInputs:
-    """Token ids for B queries and C = B(1 + h) candidates (positives first) plus group ids."""
+    """Token-id rows of B queries and C = B(1 + h) candidates (positives first, then the hard negatives pair by
+    pair), plus their [B] and [C] group ids. Rows stay ragged: the step pads or packs them per encoder call."""
 
-    query_ids: torch.Tensor
-    query_mask: torch.Tensor
-    passage_ids: torch.Tensor
-    passage_mask: torch.Tensor
+    query_rows: list[list[int]]
+    candidate_rows: list[list[int]]
     query_groups: torch.Tensor
     candidate_groups: torch.Tensor
 
     @property
     def num_tokens(self) -> int:
         """Real (non-padding) tokens in the batch."""
-        return int(self.query_mask.sum()) + int(self.passage_mask.sum())
-
-    def to(self, device: torch.device) -> TrainingInputs:
-        return TrainingInputs(**{name: getattr(self, name).to(device) for name in self.__dataclass_fields__})
+        return sum(map(len, self.query_rows)) + sum(map(len, self.candidate_rows))
 
 
 def collate(encoder: FusedEncoder, batch: HybridBatch) -> TrainingInputs:
-    """Tokenize queries and passages (then hard negatives, pair by pair) with the encoder's
-    prefixes and its separate query / passage max lengths."""
+    """Tokenize queries and candidates with the encoder's prefixes and its separate query / passage max lengths."""
     candidates = list(batch.passages) + [text for negatives in batch.hard_negatives for text in negatives]
-    queries = encoder.tokenize(batch.queries, "query")
-    passages = encoder.tokenize(candidates, "passage")
     groups = torch.tensor(batch.group_ids, dtype=torch.long)
     negatives = len(candidates) - len(batch.passages)
     return TrainingInputs(
-        query_ids=queries["input_ids"],
-        query_mask=queries["attention_mask"],
-        passage_ids=passages["input_ids"],
-        passage_mask=passages["attention_mask"],
+        query_rows=encoder.token_ids(batch.queries, "query"),
+        candidate_rows=encoder.token_ids(candidates, "passage"),
         query_groups=groups,
         candidate_groups=torch.cat([groups, torch.full((negatives,), HARD_NEGATIVE_GROUP, dtype=torch.long)]),
     )

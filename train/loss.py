@@ -64,6 +64,7 @@ def global_contrastive_loss(
     temperature: float | torch.Tensor,
     query_groups: torch.Tensor | None = None,
     candidate_groups: torch.Tensor | None = None,
+    symmetric: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor:
     """InfoNCE of this rank's queries against the candidates of every rank.
@@ -76,6 +77,10 @@ def global_contrastive_loss(
         query_groups, candidate_groups: [B] and [C] integer group ids; a candidate of the
             query's group other than its positive is left out of the denominator. Pass both
             or neither.
+        symmetric: also the candidate → query direction over each query's positive column, the mean of both
+            directions per query (`contrastive_loss`'s definition). The column softmax of local positive i runs
+            over the queries of every rank (gathered with gradient), so the loss is the one-process loss of the
+            concatenated batch whatever the world size.
         backend: `hybridfast.kernels.contrastive_loss` backend.
 
     Returns:
@@ -86,18 +91,48 @@ def global_contrastive_loss(
         raise ValueError("pass both query_groups and candidate_groups, or neither")
     if candidates.shape[0] < queries.shape[0]:
         raise ValueError(f"{candidates.shape[0]} candidates for {queries.shape[0]} queries: the positives come first")
-    rank, _ = _distributed()
+    rank, world = _distributed()
+    batch = queries.shape[0]
     all_candidates = gather_with_grad(candidates)
-    labels = torch.arange(queries.shape[0], device=queries.device) + rank * candidates.shape[0]
+    labels = torch.arange(batch, device=queries.device) + rank * candidates.shape[0]
     group_ids = None
     if query_groups is not None and candidate_groups is not None:
-        group_ids = (query_groups.to(queries.device), gather_ids(candidate_groups.to(queries.device)))
+        query_groups, candidate_groups = query_groups.to(queries.device), candidate_groups.to(queries.device)
+        group_ids = (query_groups, gather_ids(candidate_groups))
+    if not symmetric or world == 1:
+        return contrastive_loss(
+            queries, all_candidates, labels=labels, temperature=temperature, group_ids=group_ids,
+            symmetric=symmetric, reduction="mean", backend=backend,
+        )
+    forward = contrastive_loss(
+        queries, all_candidates, labels=labels, temperature=temperature, group_ids=group_ids,
+        reduction="mean", backend=backend,
+    )
+    return (forward + column_contrastive_loss(
+        candidates[:batch], gather_with_grad(queries), temperature=temperature,
+        column_groups=None if candidate_groups is None else candidate_groups[:batch],
+        all_query_groups=None if query_groups is None else gather_ids(query_groups),
+        first_query=rank * batch, backend=backend,
+    )) / 2
+
+
+def column_contrastive_loss(
+    positives: torch.Tensor,
+    all_queries: torch.Tensor,
+    *,
+    temperature: float | torch.Tensor,
+    column_groups: torch.Tensor | None,
+    all_query_groups: torch.Tensor | None,
+    first_query: int,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """The candidate → query direction of the symmetric loss for positives spread over ranks, as an InfoNCE with
+    the roles swapped: positive column c_i (of local query i, row `first_query + i` of `all_queries`) against every
+    query k, k kept unless it shares c_i's group and k ≠ i — `contrastive_loss`'s column mask, since query i is the
+    only one whose positive is c_i. Returns the mean over the local positives."""
+    labels = torch.arange(positives.shape[0], device=positives.device) + first_query
+    group_ids = None if column_groups is None else (column_groups, all_query_groups)
     return contrastive_loss(
-        queries,
-        all_candidates,
-        labels=labels,
-        temperature=temperature,
-        group_ids=group_ids,
-        reduction="mean",
-        backend=backend,
+        positives, all_queries, labels=labels, temperature=temperature, group_ids=group_ids,
+        reduction="mean", backend=backend,
     )

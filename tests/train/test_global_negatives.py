@@ -1,4 +1,5 @@
-"""Global-negative loss: 2 gloo processes under DDP give the gradient of 1 process on the whole batch."""
+"""Global-negative loss: 2 gloo processes under DDP, each with the cached (chunked, checkpointed) step, give the
+gradient of 1 process's plain step on the whole batch, for the one-directional and the symmetric loss."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import torch.multiprocessing as mp
 
 from hybridfast.encoder import EncoderConfig, FusedEncoder
 from hybridfast.kernels import contrastive_loss
-from hybridfast.train.loop import ContrastiveDualEncoder
 from hybridfast.train.loss import global_contrastive_loss
+from hybridfast.train.step import ContrastiveDualEncoder
 
 WORLD = 2
 B = 4  # queries per rank
@@ -23,20 +24,20 @@ NEGATIVES = [f"negative {i}: Sông Rhine ở đâu?" for i in range(8)]
 GROUPS = [0, 0, 1, 2, 3, 3, 4, 1]  # duplicates on one rank (0, 0) and across ranks (1 ... 1)
 
 
-def _model(model_dir: str) -> ContrastiveDualEncoder:
+def _model(model_dir: str, embed_chunk_size: int = 0) -> ContrastiveDualEncoder:
     from transformers import AutoModel, AutoTokenizer
 
     model = AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
     encoder = FusedEncoder(model, AutoTokenizer.from_pretrained(model_dir), EncoderConfig.load(model_dir))
-    module = ContrastiveDualEncoder(encoder, temperature=0.07, learn_temperature=True)
+    module = ContrastiveDualEncoder(encoder, temperature=0.07, learn_temperature=True, embed_chunk_size=embed_chunk_size)
     # float64 so that the only difference between the runs is the order of sums; no dropout, so both runs
     # see the same function.
     return module.double().eval()
 
 
 def _inputs(encoder: FusedEncoder, index: list[int]) -> tuple:
-    q = encoder.tokenize([QUERIES[i] for i in index], "query")
-    p = encoder.tokenize([PASSAGES[i] for i in index] + [NEGATIVES[i] for i in index], "passage")
+    q = encoder.token_ids([QUERIES[i] for i in index], "query")
+    p = encoder.token_ids([PASSAGES[i] for i in index] + [NEGATIVES[i] for i in index], "passage")
     groups = torch.tensor([GROUPS[i] for i in index])
     return q, p, groups, torch.cat([groups, torch.full((len(index),), -1)])
 
@@ -44,12 +45,14 @@ def _inputs(encoder: FusedEncoder, index: list[int]) -> tuple:
 def _worker(rank: int, model_dir: str, store: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
                                          timeout=datetime.timedelta(seconds=120))
-    module = _model(model_dir)
+    module = _model(model_dir, embed_chunk_size=3)  # chunks of 3, 1 queries and 3, 3, 2 candidates
     ddp = torch.nn.parallel.DistributedDataParallel(module)
     q, p, q_groups, c_groups = _inputs(module.encoder, list(range(rank * B, (rank + 1) * B)))
-    queries, candidates, tau = ddp(q["input_ids"], q["attention_mask"], p["input_ids"], p["attention_mask"])
-    loss = global_contrastive_loss(
-        queries, candidates, temperature=tau, query_groups=q_groups, candidate_groups=c_groups, backend="torch"
+    queries, candidates, tau = ddp(q, p)
+    loss = sum(
+        global_contrastive_loss(queries, candidates, temperature=tau, query_groups=q_groups,
+                                candidate_groups=c_groups, symmetric=symmetric, backend="torch")
+        for symmetric in (False, True)
     )
     loss.backward()
     if rank == 0:
@@ -73,12 +76,13 @@ def test_two_process_gradient_equals_single_process(tiny_model_dir: Path, tmp_pa
     rank_q, rank_p, rank_qg, rank_cg = zip(
         *(_inputs(module.encoder, list(range(r * B, (r + 1) * B))) for r in range(WORLD)), strict=True
     )
-    queries = torch.cat([module.encoder(x["input_ids"], x["attention_mask"]) for x in rank_q])
-    candidates = torch.cat([module.encoder(x["input_ids"], x["attention_mask"]) for x in rank_p])
+    queries = torch.cat([module.embed_rows(rows) for rows in rank_q])
+    candidates = torch.cat([module.embed_rows(rows) for rows in rank_p])
     labels = torch.cat([torch.arange(B) + r * 2 * B for r in range(WORLD)])
-    loss = contrastive_loss(
-        queries, candidates, labels=labels, temperature=module.log_temperature.exp(),
-        group_ids=(torch.cat(rank_qg), torch.cat(rank_cg)), backend="naive",
+    loss = sum(
+        contrastive_loss(queries, candidates, labels=labels, temperature=module.log_temperature.exp(),
+                         group_ids=(torch.cat(rank_qg), torch.cat(rank_cg)), symmetric=symmetric, backend="naive")
+        for symmetric in (False, True)
     )
     loss.backward()
     compared = 0
