@@ -1,4 +1,5 @@
-"""Shared fixtures: the data root and a tiny random encoder checkpoint (no downloads)."""
+"""Shared fixtures (the data root, a tiny random encoder checkpoint; no downloads), and Triton's interpreter
+switched on for CPU-only machines so that `python -m pytest` runs the kernel tests there too."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when hybridfast.kernels is first imported: this
+# file is imported before any test module, so the switch lands in time. Without a CUDA device the interpreter is
+# the only way to run the Triton kernels; with one, or when the user chose a value, nothing changes. Subprocesses
+# started by tests inherit it.
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 @pytest.fixture(scope="session")
