@@ -18,16 +18,18 @@ multi-positive softmax counted per query. The symmetric per-query loss is ``(los
 Forward (the FlashAttention online softmax, Dao et al., 2022, arXiv 2205.14135): a grid over row blocks × column
 splits computes score tiles ``tl.dot(q_tile, p_tileᵀ)`` over K-chunks of d in fp32, then keeps a running maximum
 ``m`` and sum ``l`` of ``exp2(s·log2(e)/τ - m)`` per row, so nothing of size M×N is stored. Each program writes
-its split's (m, l) and the positive score; a tiny reduction in PyTorch merges splits into the row log-sum-exp
-(base 2). For ``symmetric=True`` the same tiles also give per-(row-block, column) partial column (max, sum) into a
-[ceil(M/128), N] fp32 buffer, merged afterwards into the column log-sum-exp: no second pass over the scores.
+its split's (m, l) (and with groups the positive's score); one epilogue kernel merges the splits into the row
+log-sum-exp (base 2), computes the positive's score and the per-query loss. For ``symmetric=True`` the same tiles
+also give partial column (max, sum) pairs, one slot per 128 query rows, into a [ceil(M/128), N] fp32 buffer that
+one more small kernel merges into the column log-sum-exp: no second pass over the scores.
 
 Backward: with upstream gradient g_i of loss_i, ``dS_ij = ∂L/∂s_ij = (g_i/τ)·(P_ij - 1[j = l_i])``
 (plus, when symmetric, ``(w_j/τ)·Pᶜ_ij - (g'_i/τ)·1[j = l_i]`` with ``w_j = Σ_{i: l_i = j} g'_i`` and the column
 softmax Pᶜ). For row chunks that fit a bounded buffer, a Triton kernel recomputes the score tiles and writes dS in
-the input dtype (tensor-core friendly), then two cuBLAS matmuls form ``dQ[chunk] = dS·P`` and
-``dP += dSᵀ·Q[chunk]`` with fp32 accumulation. FLOPs: 2·M·N·d forward + 6·M·N·d backward = 8·M·N·d.
-The temperature gradient needs no extra pass: logits are s/τ, so
+the input dtype (tensor-core friendly; the row factors g_i/τ come from g and τ inside the kernel), then two
+cuBLAS matmuls form ``dQ[chunk] = dS·P`` and ``dP += dSᵀ·Q[chunk]`` with fp32 accumulation. FLOPs: 2·M·N·d
+forward + 6·M·N·d backward = 8·M·N·d. One forward + backward is five launches (score pass, epilogue, dS, two
+matmuls; symmetric adds the column merge and the column factors). The temperature gradient needs no extra pass: logits are s/τ, so
 ``∂L/∂τ = -(1/τ)·Σ_ij dS_ij·s_ij = -(1/τ)·Σ_i q_i·dQ_i``.
 """
 
@@ -45,6 +47,8 @@ import triton.language as tl
 
 LOG2E = math.log2(math.e)
 LN2 = math.log(2.0)
+_LOG2E: tl.constexpr = tl.constexpr(LOG2E)
+_LN2: tl.constexpr = tl.constexpr(LN2)
 # Finite stand-in for -inf as the start of a running maximum: exp2(-inf - NEG_BIG) is 0, never NaN.
 NEG_BIG = -1.0e30
 
@@ -165,7 +169,7 @@ def _score_tile(
 @triton.heuristics(_HEURISTICS)
 @triton.jit(do_not_specialize=["M", "N", "cols_per_split"])
 def _forward_kernel(
-    q_ptr, p_ptr, labels_ptr, gq_ptr, gp_ptr, scale2_ptr,
+    q_ptr, p_ptr, labels_ptr, gq_ptr, gp_ptr, tau_ptr,
     m_part_ptr, l_part_ptr, pos_part_ptr, col_m_ptr, col_l_ptr,
     M, N, D, stride_q, stride_p, cols_per_split,
     HAS_GROUPS: tl.constexpr, SYMMETRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
@@ -176,7 +180,8 @@ def _forward_kernel(
 
     Rows past M load zeros and their statistics are never stored, so only the symmetric column statistics mask
     them. Without groups the positive's score comes from ``_positive_scores_kernel``: no per-element label
-    compare here, which with the row mask took the 128×128 tile from 232 to 135 registers.
+    compare here (``_finish_rows_kernel`` computes it), which with the row mask took the 128×128 tile from 232 to
+    135 registers.
 
     Symmetric column statistics have one slot per STATS_ROWS query rows, whatever BLOCK_M is: a block of
     BLOCK_M = k·STATS_ROWS rows writes its (max, sum) into its first slot and the neutral (NEG_BIG, 0) into the
@@ -196,7 +201,7 @@ def _forward_kernel(
     if HAS_GROUPS:
         labels = tl.load(labels_ptr + rows, mask=row_ok, other=-1)
         gq = tl.load(gq_ptr + rows, mask=row_ok, other=0)
-    scale2 = tl.load(scale2_ptr)
+    scale2 = _LOG2E / tl.load(tau_ptr)  # log2(e)/τ
     m_i = tl.full((BLOCK_M,), -1.0e30, dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     pos = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -240,37 +245,91 @@ def _forward_kernel(
 
 
 @triton.jit
-def _positive_scores_kernel(
-    q_ptr, p_ptr, labels_ptr, out_ptr, M, D, stride_q, stride_p,
-    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+def _merge_columns_kernel(col_m_ptr, col_l_ptr, col_lse2_ptr, N, SLOTS, BLOCK_C: tl.constexpr):
+    """Symmetric: the column log-sum-exp (base 2) [N] from the per-slot partial (max, sum) pairs [SLOTS, N]."""
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < N
+    top = tl.full((BLOCK_C,), -1.0e30, dtype=tl.float32)
+    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    m_ptrs = col_m_ptr + cols
+    l_ptrs = col_l_ptr + cols
+    for _ in range(0, SLOTS):
+        m = tl.load(m_ptrs, mask=col_ok, other=-1.0e30)
+        l_ = tl.load(l_ptrs, mask=col_ok, other=1.0)
+        new = tl.maximum(top, m)
+        total = total * tl.exp2(top - new) + l_ * tl.exp2(m - new)
+        top = new
+        m_ptrs += N
+        l_ptrs += N
+    tl.store(col_lse2_ptr + cols, top + tl.log2(total), mask=col_ok)
+
+
+@triton.jit
+def _finish_rows_kernel(
+    q_ptr, p_ptr, labels_ptr, tau_ptr, m_part_ptr, l_part_ptr, pos_part_ptr, col_lse2_ptr, lse2_ptr, loss_ptr,
+    M, D, SPLITS, stride_q, stride_p,
+    HAS_GROUPS: tl.constexpr, SYMMETRIC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """s(i, l_i) = q_i · p_{l_i} in fp32 for a block of rows: O(M·d), one launch."""
+    """For a block of rows, the forward's epilogue in one launch: the row log-sum-exp (base 2) merged over the
+    column splits, the positive's score s(i, l_i) (the splits' sums with groups, else q_i · p_{l_i} in fp32,
+    O(M·d)) and the per-query loss ``ln 2 · (lse2_i − s(i, l_i)·log2(e)/τ)``, averaged with the column
+    direction's when symmetric."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < M
+    top = tl.full((BLOCK_R,), -1.0e30, dtype=tl.float32)
+    total = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    pos = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    # Pointers advance by M per split (64-bit pointer arithmetic, no int32 product).
+    m_ptrs = m_part_ptr + rows
+    l_ptrs = l_part_ptr + rows
+    pos_ptrs = pos_part_ptr + rows
+    for _ in range(0, SPLITS):
+        m = tl.load(m_ptrs, mask=row_ok, other=-1.0e30)
+        l_ = tl.load(l_ptrs, mask=row_ok, other=1.0)
+        new = tl.maximum(top, m)
+        total = total * tl.exp2(top - new) + l_ * tl.exp2(m - new)
+        top = new
+        if HAS_GROUPS:
+            pos += tl.load(pos_ptrs, mask=row_ok, other=0.0)
+        m_ptrs += M
+        l_ptrs += M
+        pos_ptrs += M
+    lse2 = top + tl.log2(total)
     labels = tl.load(labels_ptr + rows, mask=row_ok, other=0)
-    q_rows = q_ptr + rows.to(tl.int64)[:, None] * stride_q
-    p_rows = p_ptr + labels.to(tl.int64)[:, None] * stride_p
-    acc = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    for k0 in range(0, D, BLOCK_K):
-        kk = k0 + tl.arange(0, BLOCK_K)
-        ok = row_ok[:, None] & (kk < D)[None, :]
-        a = tl.load(q_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)
-        b = tl.load(p_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)
-        acc += tl.sum(a * b, axis=1)
-    tl.store(out_ptr + rows, acc, mask=row_ok)
+    if not HAS_GROUPS:
+        q_rows = q_ptr + rows.to(tl.int64)[:, None] * stride_q
+        p_rows = p_ptr + labels.to(tl.int64)[:, None] * stride_p
+        for k0 in range(0, D, BLOCK_K):
+            kk = k0 + tl.arange(0, BLOCK_K)
+            ok = row_ok[:, None] & (kk < D)[None, :]
+            a = tl.load(q_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+            b = tl.load(p_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+            pos += tl.sum(a * b, axis=1)
+    pos2 = pos * (_LOG2E / tl.load(tau_ptr))
+    loss = (lse2 - pos2) * _LN2
+    if SYMMETRIC:
+        col_lse2 = tl.load(col_lse2_ptr + labels, mask=row_ok, other=0.0)
+        loss = 0.5 * (loss + (col_lse2 - pos2) * _LN2)
+    tl.store(lse2_ptr + rows, lse2, mask=row_ok)
+    tl.store(loss_ptr + rows, loss, mask=row_ok)
 
 
 @triton.autotune(configs=_configs("grad"), key=["D", "HAS_GROUPS", "SYMMETRIC", "INPUT_PRECISION"])
 @triton.heuristics(_HEURISTICS)
 @triton.jit(do_not_specialize=["row0", "R", "N"])
 def _grad_scores_kernel(
-    q_ptr, p_ptr, labels_ptr, gq_ptr, gp_ptr, scale2_ptr,
-    lse2_ptr, g_row_ptr, g_diag_ptr, g_col_ptr, col_lse2_ptr, ds_scale_ptr, ds_ptr,
+    q_ptr, p_ptr, labels_ptr, gq_ptr, gp_ptr, tau_ptr,
+    lse2_ptr, grad_ptr, g_col_ptr, col_lse2_ptr, ds_scale_ptr, ds_ptr,
     row0, R, N, D, stride_q, stride_p,
-    HAS_GROUPS: tl.constexpr, SYMMETRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_GROUPS: tl.constexpr, SYMMETRIC: tl.constexpr, HAS_DS_SCALE: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
 ):
-    """One tile of σ·dS for rows [row0, row0 + R): recompute s, then the softmax gradient (σ: power of 2)."""
+    """One tile of σ·dS for rows [row0, row0 + R): recompute s, then the softmax gradient (σ: power of 2).
+
+    The row factors come from the upstream gradient g and τ here (g_row = g/τ, halved when symmetric, and the
+    positive's −g/τ): no host-side launches for them. The column factors of the symmetric direction (a scatter
+    over the labels) and fp16's σ (a global maximum) come in as tensors."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     local = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -280,11 +339,17 @@ def _grad_scores_kernel(
     col_ok = cols < N
     s = _score_tile(q_ptr, p_ptr, rows, cols, row_ok, col_ok, D, stride_q, stride_p,
                     BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, INPUT_PRECISION, UPCAST)
-    scale2 = tl.load(scale2_ptr)
+    tau = tl.load(tau_ptr)
+    scale2 = _LOG2E / tau  # log2(e)/τ, as in the forward
     labels = tl.load(labels_ptr + rows, mask=row_ok, other=-1)
     lse2 = tl.load(lse2_ptr + rows, mask=row_ok, other=0.0)
-    g_row = tl.load(g_row_ptr + rows, mask=row_ok, other=0.0)
-    g_diag = tl.load(g_diag_ptr + rows, mask=row_ok, other=0.0)
+    g = tl.load(grad_ptr + rows, mask=row_ok, other=0.0)
+    if SYMMETRIC:
+        g_row = (0.5 * g) * (1.0 / tau)
+        g_diag = -2.0 * g_row
+    else:
+        g_row = g * (1.0 / tau)
+        g_diag = -g_row
     is_pos = cols[None, :] == labels[:, None]
     kept = row_ok[:, None] & col_ok[None, :]
     if HAS_GROUPS:
@@ -298,7 +363,8 @@ def _grad_scores_kernel(
         col_lse2 = tl.load(col_lse2_ptr + cols, mask=col_ok, other=float("inf"))
         ds += g_col[None, :] * tl.exp2(z - col_lse2[None, :])
     ds += tl.where(is_pos, g_diag[:, None], 0.0)
-    ds = ds * tl.load(ds_scale_ptr)
+    if HAS_DS_SCALE:
+        ds = ds * tl.load(ds_scale_ptr)
     out = ds_ptr + local.to(tl.int64)[:, None] * N + cols[None, :]
     tl.store(out, ds.to(ds_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
@@ -474,12 +540,6 @@ def _chunk_rows(m: int, n: int, bytes_per_elem: int, multiple: int) -> int:
     return max(multiple, rows // multiple * multiple)
 
 
-def _merge_lse2(m_part: torch.Tensor, l_part: torch.Tensor) -> torch.Tensor:
-    """Base-2 log-sum-exp of partial (max, sum) pairs along dim 0."""
-    top = m_part.amax(dim=0)
-    return top + torch.log2((l_part * torch.exp2(m_part - top)).sum(dim=0))
-
-
 def forward_torch(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Stats]:
     """Chunked PyTorch forward: (positive scores [M], row losses' LSE state). Holds one [rows, N] chunk."""
     q, p = problem.q, problem.p
@@ -541,8 +601,9 @@ def _group_args(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
     return problem.group_q, problem.group_p
 
 
-def forward_triton(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Stats]:
-    """Fused forward (see the module docstring): positive scores [M], scale log2(e)/τ, and the LSE state."""
+def forward_triton(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+    """Fused forward (see the module docstring): the per-query losses [M] and the LSE state, in two launches (three
+    when symmetric): the score pass and the epilogue that merges splits and forms the losses."""
     q, p = problem.q, problem.p
     m, n = q.shape[0], p.shape[0]
     dev = q.device
@@ -559,14 +620,13 @@ def forward_triton(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, t
     else:
         col_m = col_l = m_part
     gq, gp = _group_args(problem)
-    scale2 = LOG2E / tau
 
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(m, meta["BLOCK_M"]), splits
 
     def launch() -> None:
         _forward_kernel[grid](
-            q, p, problem.labels, gq, gp, scale2,
+            q, p, problem.labels, gq, gp, tau,
             m_part, l_part, pos_part, col_m, col_l,
             m, n, q.shape[1], q.stride(0), p.stride(0), per_split,
             HAS_GROUPS=grouped, SYMMETRIC=problem.symmetric,
@@ -574,53 +634,64 @@ def forward_triton(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, t
         )
 
     _launch_falling_back(_forward_kernel, launch)
-    if grouped:
-        pos = pos_part.sum(dim=0)
-    else:
-        pos = torch.empty(m, dtype=torch.float32, device=dev)
-        block_r = 16 if INTERPRET else 32
-        _positive_scores_kernel[(triton.cdiv(m, block_r),)](
-            q, p, problem.labels, pos, m, q.shape[1], q.stride(0), p.stride(0), BLOCK_R=block_r,
-            BLOCK_K=16 if INTERPRET else 128,
-        )
-    col_lse2 = _merge_lse2(col_m, col_l) if problem.symmetric else None
-    return pos, scale2, Stats(_merge_lse2(m_part, l_part), col_lse2)
+    col_lse2 = None
+    if problem.symmetric:
+        col_lse2 = torch.empty(n, dtype=torch.float32, device=dev)
+        block_c = 16 if INTERPRET else 256
+        _merge_columns_kernel[(triton.cdiv(n, block_c),)](col_m, col_l, col_lse2, n, col_m.shape[0], BLOCK_C=block_c)
+    lse2 = torch.empty(m, dtype=torch.float32, device=dev)
+    losses = torch.empty(m, dtype=torch.float32, device=dev)
+    block_r = 16 if INTERPRET else 32
+    _finish_rows_kernel[(triton.cdiv(m, block_r),)](
+        q, p, problem.labels, tau, m_part, l_part, pos_part, col_lse2 if col_lse2 is not None else lse2, lse2,
+        losses, m, q.shape[1], splits, q.stride(0), p.stride(0),
+        HAS_GROUPS=grouped, SYMMETRIC=problem.symmetric, BLOCK_R=block_r, BLOCK_K=16 if INTERPRET else 128,
+    )
+    return losses, Stats(lse2, col_lse2)
 
 
 @dataclass
 class GradCoefficients:
-    """Per-row and per-column factors of σ·dS (σ = ds_scale, a power of two that keeps dS in range)."""
+    """Factors of σ·dS (σ = ds_scale, a power of two that keeps fp16 dS in range; None means σ = 1).
 
-    g_row: torch.Tensor
-    g_diag: torch.Tensor
+    The row factors (g_row, and g_diag at the positive) are None where the Triton dS kernel computes them from
+    the upstream gradient and τ itself."""
+
+    g_row: torch.Tensor | None
+    g_diag: torch.Tensor | None
     g_col: torch.Tensor | None
     col_lse2: torch.Tensor | None
-    ds_scale: torch.Tensor
+    ds_scale: torch.Tensor | None
 
 
-def _grad_coefficients(problem: Problem, stats: Stats, grad: torch.Tensor, tau: torch.Tensor) -> GradCoefficients:
+def _grad_coefficients(
+    problem: Problem, stats: Stats, grad: torch.Tensor, tau: torch.Tensor, rows_in_kernel: bool
+) -> GradCoefficients:
     sd = problem.stats_dtype
     g = grad.to(sd)
+    scaled = _needs_ds_scale(problem)
+    if rows_in_kernel and not scaled and not problem.symmetric:
+        return GradCoefficients(None, None, None, None, None)
     inv_tau = 1.0 / tau.to(sd)
+    g_col = col_lse2 = None
     if problem.symmetric and stats.col_lse2 is not None:
-        half = 0.5 * g
-        g_row = half * inv_tau
         g_col = torch.zeros(problem.p.shape[0], dtype=sd, device=g.device)
-        g_col.index_add_(0, problem.labels, half)
-        g_col = g_col * inv_tau
+        g_col.index_add_(0, problem.labels, g)
+        g_col = g_col * (0.5 * inv_tau)
         col_lse2 = torch.where(g_col != 0, stats.col_lse2, torch.full_like(stats.col_lse2, float("inf")))
-        g_diag = -2.0 * g_row
-    else:
-        g_row = g * inv_tau
-        g_col = col_lse2 = None
-        g_diag = -g_row
-    if not _needs_ds_scale(problem):
-        return GradCoefficients(g_row, g_diag, g_col, col_lse2, torch.ones((), dtype=sd, device=g.device))
+    if rows_in_kernel and not scaled:
+        return GradCoefficients(None, None, g_col, col_lse2, None)
+    g_row = (0.5 * g if problem.symmetric else g) * inv_tau
+    g_diag = -2.0 * g_row if problem.symmetric else -g_row
+    if not scaled:
+        return GradCoefficients(g_row, g_diag, g_col, col_lse2, None)
     if g_col is not None:
         biggest = torch.maximum(g_row.abs().max() + g_diag.abs().max(), g_col.abs().max())
     else:
         biggest = 2.0 * g_row.abs().max()
     ds_scale = torch.where(biggest > 0, torch.exp2(-torch.ceil(torch.log2(biggest))), torch.ones_like(biggest))
+    if rows_in_kernel:
+        return GradCoefficients(None, None, g_col, col_lse2, ds_scale)
     return GradCoefficients(g_row, g_diag, g_col, col_lse2, ds_scale)
 
 
@@ -641,31 +712,37 @@ def grad_scores_torch(
     kept = _kept(problem, r0, r1)
     if kept is not None:
         z = z.masked_fill(~kept, float("-inf"))
+    assert coef.g_row is not None and coef.g_diag is not None
     ds = coef.g_row[r0:r1, None] * torch.exp2(z - stats.lse2[r0:r1, None])
     if coef.g_col is not None and coef.col_lse2 is not None:
         ds += coef.g_col[None, :] * torch.exp2(z - coef.col_lse2[None, :])
     ds.scatter_add_(1, problem.labels[r0:r1, None], coef.g_diag[r0:r1, None])
-    out.copy_(ds * coef.ds_scale)
+    out.copy_(ds if coef.ds_scale is None else ds * coef.ds_scale)
 
 
 def grad_scores_triton(
-    problem: Problem, stats: Stats, coef: GradCoefficients, tau: torch.Tensor, r0: int, r1: int, out: torch.Tensor
+    problem: Problem, stats: Stats, coef: GradCoefficients, tau: torch.Tensor, grad: torch.Tensor, r0: int, r1: int,
+    out: torch.Tensor,
 ) -> None:
-    """σ·dS for rows [r0, r1) into ``out`` (fused kernel: recomputes the score tiles)."""
+    """σ·dS for rows [r0, r1) into ``out`` (fused kernel: recomputes the score tiles; ``grad`` is the upstream
+    gradient of the per-query losses, fp32 [M])."""
     n, d = problem.p.shape
     gq, gp = _group_args(problem)
-    g_col = coef.g_col if coef.g_col is not None else coef.g_row
-    col_lse2 = coef.col_lse2 if coef.col_lse2 is not None else coef.g_row
+    # Unused pointers (the constexpr flags skip them) get any fp32 tensor.
+    g_col = coef.g_col if coef.g_col is not None else grad
+    col_lse2 = coef.col_lse2 if coef.col_lse2 is not None else grad
+    ds_scale = coef.ds_scale if coef.ds_scale is not None else grad
 
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(r1 - r0, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"])
 
     def launch() -> None:
         _grad_scores_kernel[grid](
-            problem.q, problem.p, problem.labels, gq, gp, LOG2E / tau,
-            stats.lse2, coef.g_row, coef.g_diag, g_col, col_lse2, coef.ds_scale, out,
+            problem.q, problem.p, problem.labels, gq, gp, tau,
+            stats.lse2, grad, g_col, col_lse2, ds_scale, out,
             r0, r1 - r0, n, d, problem.q.stride(0), problem.p.stride(0),
             HAS_GROUPS=problem.group_q is not None, SYMMETRIC=problem.symmetric,
+            HAS_DS_SCALE=coef.ds_scale is not None,
             INPUT_PRECISION=_input_precision(problem), UPCAST=_upcast(problem),
         )
 
@@ -718,9 +795,10 @@ def backward_chunked(
     timer = _timer(q)
     if timer is not None:
         timer.start()
-    coef = _grad_coefficients(problem, stats, grad, tau)
-    scaled = _needs_ds_scale(problem)
-    inv_scale = 1.0 / coef.ds_scale if scaled else None
+    if use_triton:
+        grad = grad.to(torch.float32)
+    coef = _grad_coefficients(problem, stats, grad, tau, rows_in_kernel=use_triton)
+    inv_scale = 1.0 / coef.ds_scale if coef.ds_scale is not None else None
     rows = _chunk_rows(m, n, q.element_size(), ROW_ALIGN)
     single = rows >= m
     buffer = torch.empty(rows, n, dtype=q.dtype, device=q.device)
@@ -734,7 +812,7 @@ def backward_chunked(
         r1 = min(m, r0 + rows)
         ds = buffer[: r1 - r0]
         if use_triton:
-            grad_scores_triton(problem, stats, coef, tau, r0, r1, ds)
+            grad_scores_triton(problem, stats, coef, tau, grad, r0, r1, ds)
         else:
             grad_scores_torch(problem, stats, coef, tau, r0, r1, ds)
         if timer is not None:
@@ -785,19 +863,19 @@ class ContrastiveLossFunction(torch.autograd.Function):
         problem: Problem,
         use_triton: bool,
     ) -> torch.Tensor:
-        run = forward_triton if use_triton else forward_torch
         timer = _timer(q)
         if timer is not None:
             timer.start()
-        pos, scale2, stats = run(problem, tau)
+        if use_triton:
+            losses, stats = forward_triton(problem, tau)
+        else:
+            pos, scale2, stats = forward_torch(problem, tau)
+            pos2 = pos * scale2
+            losses = (stats.lse2 - pos2) * LN2
+            if problem.symmetric and stats.col_lse2 is not None:
+                losses = 0.5 * (losses + (stats.col_lse2[problem.labels] - pos2) * LN2)
         if timer is not None:
             timer.lap("forward")
-        sd = problem.stats_dtype
-        pos2 = pos.to(sd) * scale2.to(sd)
-        losses = (stats.lse2 - pos2) * LN2
-        if problem.symmetric and stats.col_lse2 is not None:
-            col = (stats.col_lse2[problem.labels] - pos2) * LN2
-            losses = 0.5 * (losses + col)
         ctx.problem = problem
         ctx.stats = stats
         ctx.use_triton = use_triton

@@ -85,7 +85,9 @@ def _temperature(temperature: object, device: torch.device) -> torch.Tensor:
     value = float(temperature)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    return torch.tensor(value, dtype=torch.float32, device=device)
+    # A fill on the device: torch.tensor(value, device="cuda") would copy from pageable host memory and wait for
+    # the stream, a host sync on every call.
+    return torch.full((), value, dtype=torch.float32, device=device)
 
 
 # backend="auto" on CUDA takes the naive path up to this many logits (M·N), the fused kernels above it. At 4,096²

@@ -494,3 +494,47 @@ def test_first_call_of_a_retune_picking_the_taller_row_block(
     # The second call runs the cached winner alone, on fresh (poisoned) buffers.
     _check(q, p, labels, backend="triton", temperature=0.05, group_ids=groups, symmetric=symmetric)
     assert len(benchmarked) == 4
+
+
+@pytest.mark.skipif(not INTERPRET, reason="counts the interpreter's kernel launches")
+@pytest.mark.parametrize(("symmetric", "budget"), [(False, 10), (True, 20)])
+def test_launch_budget_of_a_fused_step(symmetric: bool, budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused step is host-bound at small shapes (each launch costs the host ~5-40 µs): one forward + backward
+    with a float temperature, default labels and a mean must stay within a fixed number of device operations
+    (ATen ops that launch work, Triton launches), and the temperature must not be copied from the host."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from triton.runtime import interpreter
+
+    metadata_only = {"empty", "empty_like", "empty_strided", "view", "reshape", "_reshape_alias", "t", "transpose",
+                     "expand", "as_strided", "detach", "alias", "slice", "select", "unsqueeze", "squeeze",
+                     "_unsafe_view", "lift_fresh", "promote_types"}
+    device_ops: list[str] = []
+    in_kernel = []
+
+    class CountOps(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name not in metadata_only and not in_kernel:  # the interpreter's own copies are no launches
+                device_ops.append(name)
+            return func(*args, **(kwargs or {}))
+
+    real_run = interpreter.InterpretedFunction.run
+
+    def run(self, *args, **kwargs):
+        device_ops.append(self.fn.__name__)
+        in_kernel.append(True)
+        try:
+            return real_run(self, *args, **kwargs)
+        finally:
+            in_kernel.pop()
+
+    monkeypatch.setattr(interpreter.InterpretedFunction, "run", run)
+    q, p, _, _ = _inputs(40, 40, 16, torch.float32, "cpu", normalized=True, seed=3)
+    q.requires_grad_()
+    p.requires_grad_()
+    with CountOps():
+        loss = contrastive_loss(q, p, temperature=0.05, symmetric=symmetric, backend="triton")
+        torch.autograd.grad(loss, (q, p))
+    assert "_forward_kernel" in device_ops and "_grad_scores_kernel" in device_ops
+    assert "copy_" not in device_ops and "_to_copy" not in device_ops, device_ops
+    assert len(device_ops) <= budget, f"{len(device_ops)} device operations: {device_ops}"
