@@ -394,6 +394,7 @@ class FusedEncoder(nn.Module):
         max_length: int | None = None,
         as_tensor: bool = False,
         progress: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts as float32 [n, D] rows in input order; `prefix` selects query/passage prefixing.
 
@@ -403,7 +404,8 @@ class FusedEncoder(nn.Module):
         counting padding in padded batches; see `hybridfast.batching`; default
         :attr:`default_batch_tokens`), at most `batch_size` texts per batch when given. `max_length` overrides the
         checkpoint's token limit. `progress` is called with the number of texts each finished
-        batch held. Returns numpy, or a CPU torch tensor with `as_tensor=True`.
+        batch held, `on_batch` with (texts, real tokens) of each, for throughput displays. Returns
+        numpy, or a CPU torch tensor with `as_tensor=True`.
         """
         if isinstance(texts, str):
             raise HybridfastError("encode expects a list of texts, not a single string")
@@ -428,7 +430,8 @@ class FusedEncoder(nn.Module):
                 token_ids = pending.result()
                 if following is not None:  # tokenized in the background while this chunk runs
                     pending = tokenizer_thread.submit(self._token_ids, following, prefix_text, limit)
-                embeddings, order = self._encode_planned(token_ids, max_batch_tokens, batch_size, packed, progress)
+                embeddings, order = self._encode_planned(token_ids, max_batch_tokens, batch_size, packed, progress,
+                                                         on_batch=on_batch)
                 parts.append(embeddings)
                 orders.append(order + start)
         out = self._scatter(parts, orders, len(texts))
@@ -441,6 +444,7 @@ class FusedEncoder(nn.Module):
         batch_size: int | None,
         packed: bool,
         progress: Callable[[int], None] | None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Run token-id rows through the planned batches: (float32 embeddings in plan order on the
         device, the row positions of that order)."""
@@ -452,6 +456,8 @@ class FusedEncoder(nn.Module):
             parts.append((self._encode_packed(rows) if packed else self._encode_padded(rows)).float())
             if progress is not None:
                 progress(len(batch))
+            if on_batch is not None:
+                on_batch(len(batch), int(lengths[batch].sum()))
         return torch.cat(parts), np.concatenate(batches)
 
     def _scatter(self, parts: list[torch.Tensor], orders: list[np.ndarray], count: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,9 @@ from hybridfast.errors import HybridfastError
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
+
+ADD_CHUNK = 65_536
+"""Vectors per `index.add` call: progress after each; FAISS builds the same index from chunks as from one call."""
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "doc_ids.json"
@@ -100,11 +104,13 @@ def build_index(
     ef_construction: int = 200,
     ef_search: int = 128,
     use_gpu: bool | str = "auto",
+    progress: Callable[[int], None] | None = None,
 ) -> Any:
     """Build an inner-product FAISS index over `embeddings` [n, d] (float32, row i = position i).
 
     `nlist` defaults to :func:`default_nlist`; `nprobe` is clamped to `nlist`. `use_gpu`:
-    "auto" moves flat/IVF indexes to all visible GPUs when faiss-gpu is installed.
+    "auto" moves flat/IVF indexes to all visible GPUs when faiss-gpu is installed. `progress` is called with
+    the number of vectors of each added chunk (`ADD_CHUNK`).
     """
     faiss = _faiss()
     matrix = _as_matrix(embeddings, "embeddings")
@@ -135,7 +141,10 @@ def build_index(
         index.hnsw.efSearch = ef_search
     if gpu:
         index = faiss.index_cpu_to_all_gpus(index)
-    index.add(matrix)
+    for start in range(0, n, ADD_CHUNK):
+        index.add(matrix[start : start + ADD_CHUNK])
+        if progress is not None:
+            progress(min(ADD_CHUNK, n - start))
     return index
 
 

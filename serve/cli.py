@@ -6,8 +6,6 @@ stays fast. A `HybridfastError` becomes one line on stderr and exit status 2.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -38,16 +36,6 @@ class GpuChoice(str, Enum):
     auto = "auto"
     yes = "yes"
     no = "no"
-
-
-@contextmanager
-def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields `advance(n)`."""
-    from hybridfast.progress import rich_progress
-
-    with rich_progress(transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 def _padding_free(value: str) -> bool | None:
@@ -96,22 +84,30 @@ def encode_command(
     padding_free: str = typer.Option("auto", "--padding-free", help=PADDING_FREE_HELP),
 ) -> None:
     """Embed a corpus into shards with ids (resumable: rerun the same command to finish a stopped run)."""
+    from hybridfast.progress import batch_progress
     from hybridfast.serve.corpus import read_texts
-    from hybridfast.serve.shards import encode_corpus
+    from hybridfast.serve.shards import encode_corpus, texts_to_encode
 
     with user_errors():
         ids, texts = read_texts(corpus)
+        run = {"model": str(model), "kind": kind.value, "shard_size": shard_size, "fmt": fmt.value}
+        remaining = texts_to_encode(out, ids, texts, **run)
+        if remaining == 0:
+            typer.echo(f"nothing to encode: {out} already holds all {len(texts):,} embeddings of {corpus.name} "
+                       "from this model (delete it or choose another --out to encode again)")
+            return
         encoder = load_encoder(model, device, dtype, int8, compile, padding_free)
         prefix = None if kind is TextKindOption.none else kind.value
-        with progress_bar(len(texts), f"encoding {corpus.name}") as advance:
-            manifest = encode_corpus(
-                lambda chunk: encoder.encode(chunk, prefix, max_batch_tokens=max_batch_tokens, max_length=max_length),
-                ids, texts, out, model=str(model), kind=kind.value, shard_size=shard_size, fmt=fmt.value,
-                progress=advance,
+        with batch_progress(f"encoding {corpus.name}", len(texts), done=len(texts) - remaining) as counter:
+            done = encode_corpus(
+                lambda chunk: encoder.encode(chunk, prefix, max_batch_tokens=max_batch_tokens, max_length=max_length,
+                                             on_batch=counter),
+                ids, texts, out, **run,
             )
     backend = encoder.inference_backend + (f", {encoder.quantization}" if encoder.quantized else "")
-    typer.echo(f"wrote {manifest['count']} embeddings (dim {manifest['dim']}) in "
-               f"{len(manifest['shards'])} shard(s) to {out} [{backend}]")
+    kept = f"; kept {done.reused:,} from an earlier run" if done.reused else ""
+    typer.echo(f"wrote {done.encoded:,} embeddings (dim {done.manifest['dim']}) to {out}{kept}; it holds "
+               f"{len(texts):,} in {len(done.manifest['shards'])} shard(s). Encoded {counter.summary()} [{backend}]")
 
 
 def index_command(
@@ -127,13 +123,17 @@ def index_command(
 ) -> None:
     """Build a FAISS inner-product index from embedding shards."""
     from hybridfast.index import build_index, save_index
+    from hybridfast.progress import rich_progress
     from hybridfast.serve.shards import load_embeddings
 
     with user_errors():
         ids, matrix = load_embeddings(embeddings)
         use_gpu = {"auto": "auto", "yes": True, "no": False}[gpu.value]
-        index = build_index(matrix, kind.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
-                            ef_construction=ef_construction, ef_search=ef_search, use_gpu=use_gpu)
+        with rich_progress(transient=True) as progress:
+            task = progress.add_task(f"indexing ({kind.value})", total=len(ids), unit="vectors")
+            index = build_index(matrix, kind.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                                ef_construction=ef_construction, ef_search=ef_search, use_gpu=use_gpu,
+                                progress=lambda n: progress.advance(task, n))
         save_index(out, index, ids)
     typer.echo(f"wrote {kind.value} index of {len(ids)} vectors (dim {matrix.shape[1]}) to {out}")
 
@@ -155,6 +155,7 @@ def search_command(
 ) -> None:
     """Retrieve the top-k passages for each query of a file and write a TREC or JSONL run."""
     from hybridfast.index import load_index, set_search_params
+    from hybridfast.progress import batch_progress, rich_progress
     from hybridfast.serve.corpus import read_texts
     from hybridfast.serve.retrieval import retrieve, write_run
 
@@ -163,11 +164,13 @@ def search_command(
         faiss_index, doc_ids = load_index(index)
         set_search_params(faiss_index, nprobe=nprobe, ef_search=ef_search)
         encoder = load_encoder(model, device, dtype, int8, False, padding_free)
-        with progress_bar(len(qtexts), f"encoding {queries.name}") as advance:
-            embeddings = encoder.encode_queries(qtexts, max_batch_tokens=max_batch_tokens, progress=advance)
-        run = retrieve(embeddings, qids, faiss_index, doc_ids, k)
+        with batch_progress(f"encoding {queries.name}", len(qtexts)) as counter:
+            embeddings = encoder.encode_queries(qtexts, max_batch_tokens=max_batch_tokens, on_batch=counter)
+        with rich_progress(transient=True) as progress:
+            task = progress.add_task(f"searching {index.name or index}", total=len(qids), unit="queries")
+            run = retrieve(embeddings, qids, faiss_index, doc_ids, k, progress=lambda n: progress.advance(task, n))
         write_run(out, run, tag=tag)
-    typer.echo(f"wrote {len(run)} queries × top-{k} to {out}")
+    typer.echo(f"wrote {len(run):,} queries × top-{k} to {out}; encoded {counter.summary()}")
 
 
 def bench_encode_command(

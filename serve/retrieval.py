@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,33 @@ from hybridfast.index import search_index
 
 Run = list[tuple[str, list[tuple[str, float]]]]
 
+SEARCH_CHUNK = 1024
+"""Queries per FAISS search call: progress after each; results do not depend on it."""
+
 
 def retrieve(
-    query_embeddings: np.ndarray, query_ids: Sequence[str], index: Any, doc_ids: Sequence[str], k: int
+    query_embeddings: np.ndarray,
+    query_ids: Sequence[str],
+    index: Any,
+    doc_ids: Sequence[str],
+    k: int,
+    progress: Callable[[int], None] | None = None,
 ) -> Run:
-    """Top-`k` documents per query: [(qid, [(docid, score), …])], best first, missing hits dropped."""
+    """Top-`k` documents per query: [(qid, [(docid, score), …])], best first, missing hits dropped.
+
+    Queries are searched `SEARCH_CHUNK` at a time; `progress` is called with the size of each chunk.
+    """
     if len(query_ids) != len(query_embeddings):
         raise HybridfastError(f"{len(query_ids)} query ids for {len(query_embeddings)} query embeddings")
-    scores, positions = search_index(index, query_embeddings, k)
     run: Run = []
-    for qid, row_scores, row_positions in zip(query_ids, scores, positions, strict=True):
-        hits = [(doc_ids[p], float(s)) for s, p in zip(row_scores, row_positions, strict=True) if p >= 0]
-        run.append((qid, hits))
+    for start in range(0, len(query_ids), SEARCH_CHUNK):
+        scores, positions = search_index(index, query_embeddings[start : start + SEARCH_CHUNK], k)
+        for qid, row_scores, row_positions in zip(query_ids[start : start + SEARCH_CHUNK], scores, positions,
+                                                  strict=True):
+            hits = [(doc_ids[p], float(s)) for s, p in zip(row_scores, row_positions, strict=True) if p >= 0]
+            run.append((qid, hits))
+        if progress is not None:
+            progress(len(scores))
     return run
 
 

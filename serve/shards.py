@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,16 @@ FORMATS = ("safetensors", "npy")
 
 class ShardError(HybridfastError):
     """A shard directory is inconsistent, incomplete or does not match the run."""
+
+
+@dataclass(frozen=True)
+class CorpusEncoding:
+    """What `encode_corpus` did: the final manifest, the texts embedded by this call, and the texts whose shards
+    an earlier run had finished (kept as they were)."""
+
+    manifest: dict[str, Any]
+    encoded: int
+    reused: int
 
 
 def corpus_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
@@ -89,6 +100,61 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ShardError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
 
 
+def _settings(ids: Sequence[str], texts: Sequence[str], model: str, kind: str, shard_size: int, fmt: str
+              ) -> dict[str, Any]:
+    if fmt not in FORMATS:
+        raise ShardError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if shard_size < 1:
+        raise ShardError(f"shard size must be at least 1, not {shard_size}")
+    if len(ids) != len(texts):
+        raise ShardError(f"{len(ids)} ids for {len(texts)} texts")
+    return {"model": model, "kind": kind, "count": len(texts), "shard_size": shard_size, "format": fmt,
+            "fingerprint": corpus_fingerprint(ids, texts)}
+
+
+def _existing_manifest(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of an earlier run of the same settings in `directory`, None when there is none; a
+    manifest of other settings is refused."""
+    if directory.exists() and not directory.is_dir():
+        raise ShardError(f"{directory}: exists and is not a directory")
+    if not (directory / MANIFEST).is_file():
+        return None
+    manifest = read_manifest(directory)
+    different = [key for key, value in settings.items() if manifest.get(key) != value]
+    if different:
+        raise ShardError(
+            f"{directory}: holds embeddings of a different run (differs in {', '.join(different)}); "
+            "choose another --out or delete it"
+        )
+    return manifest
+
+
+def _shards_to_write(directory: Path, manifest: dict[str, Any] | None, count: int, shard_size: int, fmt: str
+                     ) -> list[tuple[int, int, int]]:
+    """(shard number, start, stop) of every shard not yet written."""
+    done = {shard["file"] for shard in (manifest or {}).get("shards", []) if (directory / shard["file"]).is_file()}
+    return [(number, start, min(start + shard_size, count))
+            for number, start in enumerate(range(0, count, shard_size)) if _shard_name(number, fmt) not in done]
+
+
+def texts_to_encode(
+    out_dir: str | Path,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    *,
+    model: str,
+    kind: str = "passage",
+    shard_size: int = 100_000,
+    fmt: str = "safetensors",
+) -> int:
+    """How many of `texts` `encode_corpus` with these arguments would embed: all of them for a new `out_dir`,
+    those of unfinished shards for an interrupted run, 0 for a finished one. Writes nothing; refuses an `out_dir`
+    holding another run, as `encode_corpus` does."""
+    directory = Path(out_dir)
+    manifest = _existing_manifest(directory, _settings(ids, texts, model, kind, shard_size, fmt))
+    return sum(stop - start for _, start, stop in _shards_to_write(directory, manifest, len(texts), shard_size, fmt))
+
+
 def encode_corpus(
     encode: Callable[[list[str]], np.ndarray],
     ids: Sequence[str],
@@ -99,47 +165,22 @@ def encode_corpus(
     kind: str = "passage",
     shard_size: int = 100_000,
     fmt: str = "safetensors",
-    progress: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
+) -> CorpusEncoding:
     """Encode `texts` shard by shard into `out_dir`, skipping shards a previous run finished.
 
-    `encode` maps a list of texts to float32 [n, d] embeddings (e.g. `encoder.encode_passages`).
-    `progress` is called with the number of texts of each shard done or skipped. Returns the
-    final manifest.
+    `encode` maps a list of texts to float32 [n, d] embeddings (e.g. `encoder.encode_passages`; per-batch
+    progress is its business, see `texts_to_encode` for the count to expect).
     """
-    if fmt not in FORMATS:
-        raise ShardError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if shard_size < 1:
-        raise ShardError(f"shard size must be at least 1, not {shard_size}")
-    if len(ids) != len(texts):
-        raise ShardError(f"{len(ids)} ids for {len(texts)} texts")
     directory = Path(out_dir)
-    if directory.exists() and not directory.is_dir():
-        raise ShardError(f"{directory}: exists and is not a directory")
+    settings = _settings(ids, texts, model, kind, shard_size, fmt)
+    manifest = _existing_manifest(directory, settings)
     directory.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "model": model, "kind": kind, "count": len(texts), "shard_size": shard_size, "format": fmt,
-        "fingerprint": corpus_fingerprint(ids, texts),
-    }
-    if (directory / MANIFEST).is_file():
-        manifest = read_manifest(directory)
-        different = [key for key, value in settings.items() if manifest.get(key) != value]
-        if different:
-            raise ShardError(
-                f"{directory}: holds embeddings of a different run (differs in {', '.join(different)}); "
-                "choose another --out or delete it"
-            )
-    else:
+    if manifest is None:
         manifest = {**settings, "dim": None, "shards": []}
         _save_manifest(directory, manifest)
-    done = {shard["file"] for shard in manifest["shards"]}
-    for number, start in enumerate(range(0, len(texts), shard_size)):
-        stop = min(start + shard_size, len(texts))
+    todo = _shards_to_write(directory, manifest, len(texts), shard_size, fmt)
+    for number, start, stop in todo:
         name = _shard_name(number, fmt)
-        if name in done and (directory / name).is_file():
-            if progress is not None:
-                progress(stop - start)
-            continue
         matrix = np.ascontiguousarray(encode(list(texts[start:stop])), dtype=np.float32)
         if matrix.shape[0] != stop - start:
             raise ShardError(f"the encoder returned {matrix.shape[0]} rows for {stop - start} texts")
@@ -151,9 +192,8 @@ def encode_corpus(
         manifest["shards"].append({"file": name, "ids": ids_path.name, "start": start, "count": stop - start})
         manifest["shards"].sort(key=lambda s: s["start"])
         _save_manifest(directory, manifest)
-        if progress is not None:
-            progress(stop - start)
-    return manifest
+    encoded = sum(stop - start for _, start, stop in todo)
+    return CorpusEncoding(manifest, encoded, len(texts) - encoded)
 
 
 def load_embeddings(directory: str | Path) -> tuple[list[str], np.ndarray]:

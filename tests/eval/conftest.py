@@ -31,8 +31,15 @@ class KeywordEncoder:
         self.config = EncoderConfig(query_prefix="query: ", passage_prefix="passage: ")
         self.calls: list[tuple[str | None, int]] = []
 
-    def encode(self, texts: Sequence[str], prefix: str | None = None, *, batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], prefix: str | None = None, *, batch_size: int = 64,
+               on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Like `FusedEncoder.encode`: `on_batch(texts, tokens)` after each batch of at most `batch_size` texts
+        (a token is a word here)."""
         self.calls.append((prefix, len(texts)))
+        if on_batch is not None:
+            for start in range(0, len(texts), batch_size):
+                on_batch(len(texts[start : start + batch_size]),
+                         sum(len(text.split()) for text in texts[start : start + batch_size]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             match = TAG.search(text)

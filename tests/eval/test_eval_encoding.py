@@ -13,11 +13,13 @@ def test_order_prefix_progress_and_timer(keyword_encoder, capsys):
     timer = EncodeTimer()
     out = encode_texts(keyword_encoder, texts, "query", batch_size=4, label="demo", progress=True, timer=timer)
     assert np.array_equal(out, keyword_encoder.encode(texts))
-    assert {prefix for prefix, _ in keyword_encoder.calls} == {"query", None}
-    assert max(n for _, n in keyword_encoder.calls[:-1]) == 4
-    assert timer.texts == 25 and timer.seconds > 0
-    log = capsys.readouterr().err
-    assert "demo: 25/25 texts" in log and "demo: 4/25 texts" in log
+    assert keyword_encoder.calls == [("query", 25), (None, 25)]
+    words = sum(len(text.split()) for text in texts)
+    assert timer.texts == 25 and timer.tokens == words and timer.seconds > 0
+    # stderr is not a terminal here: plain lines at the first batch and at the end, with texts and tokens per second
+    log = capsys.readouterr().err.splitlines()
+    assert log[0].startswith("demo: 4/25 texts (16 %), ") and log[-1].startswith("demo: 25/25 texts (100 %), ")
+    assert "texts/s" in log[-1] and "tokens/s" in log[-1]
 
 
 def test_empty_input_and_bad_batch_size(keyword_encoder):

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from hybridfast.cli import app
 from hybridfast.errors import HybridfastError
 from hybridfast.serve.corpus import read_texts
-from hybridfast.serve.shards import encode_corpus, load_embeddings, read_manifest
+from hybridfast.serve.shards import encode_corpus, load_embeddings, read_manifest, texts_to_encode
 
 runner = CliRunner()
 
@@ -64,18 +64,31 @@ def test_read_texts_formats(tmp_path, beir_corpus):
         read_texts(bad)
 
 
-def test_encode_writes_shards_and_resumes(tmp_path, tiny_model_dir, beir_corpus):
+def test_encode_writes_shards_and_resumes(tmp_path, tiny_model_dir, beir_corpus, monkeypatch):
     out = tmp_path / "emb"
     result = _invoke("encode", "--model", tiny_model_dir, "--corpus", beir_corpus, "--out", out,
                      "--shard-size", "4", "--device", "cpu")
     assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"wrote 10 embeddings (dim 32) to {out}; it holds 10 in 3 shard(s). Encoded 10 "
+                                    "texts (")
+    # Not a terminal: plain progress lines per batch on stderr, with both rates; the last one at 10/10.
+    lines = [line for line in result.stderr.splitlines() if line.startswith("encoding corpus.jsonl.gz: ")]
+    assert lines and lines[-1].startswith("encoding corpus.jsonl.gz: 10/10 texts (100 %), ")
+    assert "texts/s" in lines[-1] and "tokens/s" in lines[-1]
     manifest = read_manifest(out)
     assert [s["file"] for s in manifest["shards"]] == [f"shard-0000{i}.safetensors" for i in range(3)]
     ids, matrix = load_embeddings(out)
     assert ids == [d[0] for d in DOCS] and matrix.shape == (10, 32)
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
 
-    # A rerun finds every shard done and encodes nothing.
+    # A rerun finds every shard done, encodes nothing and says so, without loading the model.
+    with monkeypatch.context() as patch:
+        patch.setattr("hybridfast.serve.cli.load_encoder", lambda *args: pytest.fail("loaded the model"))
+        again = _invoke("encode", "--model", tiny_model_dir, "--corpus", beir_corpus, "--out", out,
+                        "--shard-size", "4", "--device", "cpu")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip() == (f"nothing to encode: {out} already holds all 10 embeddings of corpus.jsonl.gz "
+                                    "from this model (delete it or choose another --out to encode again)")
     calls: list[int] = []
     ids_all, texts = read_texts(beir_corpus)
 
@@ -83,8 +96,19 @@ def test_encode_writes_shards_and_resumes(tmp_path, tiny_model_dir, beir_corpus)
         calls.append(len(chunk))
         return np.zeros((len(chunk), 32), np.float32)
 
-    encode_corpus(encode, ids_all, texts, out, model=str(tiny_model_dir), shard_size=4)
-    assert calls == []
+    done = encode_corpus(encode, ids_all, texts, out, model=str(tiny_model_dir), shard_size=4)
+    assert calls == [] and (done.encoded, done.reused) == (0, 10)
+
+    # A lost shard is encoded again, and the summary counts only what this run wrote.
+    (out / "shard-00001.safetensors").unlink()
+    assert texts_to_encode(out, ids_all, texts, model=str(tiny_model_dir), shard_size=4) == 4
+    resumed = _invoke("encode", "--model", tiny_model_dir, "--corpus", beir_corpus, "--out", out,
+                      "--shard-size", "4", "--device", "cpu")
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stdout.startswith(f"wrote 4 embeddings (dim 32) to {out}; kept 6 from an earlier run; it holds "
+                                     "10 in 3 shard(s). Encoded 4 texts (")
+    assert "10/10 texts (100 %), 6 done before this run, " in resumed.stderr
+    np.testing.assert_array_equal(load_embeddings(out)[1], matrix)
     # A different corpus in the same directory is refused.
     with pytest.raises(HybridfastError, match="different run"):
         encode_corpus(encode, ids_all[:5], texts[:5], out, model=str(tiny_model_dir), shard_size=4)
@@ -121,10 +145,14 @@ def test_index_and_search_write_valid_runs(tmp_path, tiny_model_dir, beir_corpus
     index = tmp_path / "index"
     result = _invoke("index", "--embeddings", emb, "--out", index, "--type", kind, "--nlist", "2", "--nprobe", "2")
     assert result.exit_code == 0, result.output
+    assert f"indexing ({kind}): 10/10 vectors (100 %), " in result.stderr
     run = tmp_path / "run.trec"
     result = _invoke("search", "--model", tiny_model_dir, "--index", index, "--queries", queries_file,
                      "--out", run, "--k", "5", "--device", "cpu", "--tag", "tiny")
     assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"wrote 4 queries × top-5 to {run}; encoded 4 texts (")
+    assert "encoding queries.jsonl: 4/4 texts (100 %), " in result.stderr
+    assert "searching index: 4/4 queries (100 %), " in result.stderr
     lines = [line.split() for line in run.read_text().splitlines()]
     doc_ids = {d[0] for d in DOCS}
     by_query: dict[str, list[list[str]]] = {}
