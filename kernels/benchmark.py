@@ -2,17 +2,20 @@
 
 Every contrastive row is forward + backward (gradients of q and p) at M = N (or N = 8·M with group masking for
 the hard-negative rows), timed as the median of CUDA-event (GPU) or wall-clock (CPU) measurements after warm-up
-(the warm-up includes Triton compilation and autotuning). Throughput counts 8·M·N·d FLOP for every backend (the
-fused path's work: 2·M·N·d forward, 6·M·N·d backward), reported as TFLOP/s and as a fraction of a bf16 8192³ matmul
-measured in the same run. Extra memory is the peak allocated during one step minus what was allocated before it,
-minus the two gradients the step returns. Pooling rows report effective bytes/s (bytes read + written once)
-against a device-to-device copy measured in the same run.
+(the warm-up includes Triton compilation and autotuning). Throughput counts the FLOP each backend executes
+(``EXECUTED_FLOP``: 8·M·N·d for the fused and chunked paths, 6·M·N·d for naive), as TFLOP/s, as a fraction of a
+square matmul measured in the same run (the ceiling: bf16 8192³ on a GPU, 1024³ of the benchmark dtype on CPU)
+and as the compute-bound time at that ceiling (``roofline_ms``). Extra memory (CUDA only) is the peak allocated
+during one step minus what was allocated before it, minus the two gradients the step returns. Pooling rows count
+the bytes the fused kernels move (valid tokens read, outputs, saved statistics and gradients written; see
+``pool_bytes_moved``) against a device-to-device copy measured in the same run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import platform
 import statistics
 import time
@@ -36,6 +39,10 @@ CHECK_MAX_MN = 4096 * 4096
 CHECK_SIDE = 2048
 # Rows with M·N up to this also get a queued (back-to-back) timing: launch-bound sizes.
 QUEUED_MAX_MN = 16384 * 16384
+# FLOP per M·N·d that each backend executes for forward + backward (gradients of q and p):
+# naive: logits q·pᵀ (2) and autograd's dQ = dL·P, dP = dLᵀ·Q (2 + 2); no recomputation.
+# torch (chunked) and triton: scores forward (2), recomputed in the backward (2), then dQ and dP (2 + 2).
+EXECUTED_FLOP = {"naive": 6, "torch": 8, "triton": 8}
 # Shapes (M = N, d) that get a per-stage breakdown on a GPU: the issue's targets.
 BREAKDOWN_CASES = ((65536, 768), (32768, 768), (65536, 384), (4096, 768))
 # The breakdown also times the fused path with this dS row-chunk buffer (the default is 256 MiB).
@@ -175,6 +182,15 @@ def _loss_case(
     return q.requires_grad_(), p.requires_grad_(), groups
 
 
+def _tuned_keys() -> set[tuple[str, Any]]:
+    """(kernel, autotune key) pairs the fused loss's autotuned kernels have tuned so far."""
+    from hybridfast.kernels import contrastive
+
+    return {(name, key) for name, kernel in (("forward", contrastive._forward_kernel),
+                                             ("dS", contrastive._grad_scores_kernel))
+            for key in getattr(kernel, "cache", {})}
+
+
 def _chosen_configs() -> dict[str, str]:
     """The configs the autotuner last picked for the fused forward and dS kernels."""
     from hybridfast.kernels import contrastive
@@ -201,6 +217,38 @@ def _check_against_float64(q: Any, p: Any, groups: Any, symmetric: bool) -> dict
             "check_rel_err": {"loss": loss_err, "dq": errs[0], "dp": errs[1]}}
 
 
+def _rel_diffs(first: tuple[Any, ...], later: tuple[Any, ...]) -> dict[str, float]:
+    """Relative norm differences of (loss, dq, dp) between two calls on the same inputs."""
+    return {name: float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+            for name, a, b in zip(("loss", "dq", "dp"), first, later, strict=True)}
+
+
+def time_ms_graphed(step: Callable[[], tuple[Any, ...]], repeats: int) -> tuple[float, dict[str, float]]:
+    """Milliseconds per replay of ``step`` captured in a CUDA graph (no host launch cost at all: the GPU-side
+    floor of a training loop that graphs its step), and the replay's relative differences to an eager call."""
+    torch = _torch()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (autotuning, compiles, allocator) outside the capture
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    eager = step()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    diffs = _rel_diffs(captured, eager)
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for _ in range(repeats):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / repeats, diffs
+
+
 def bench_loss(
     backend: str, m: int, n: int, d: int, dtype, device: str, repeats: int, *,
     symmetric: bool = False, grouped: bool = False, ceiling_tflops: float | None = None,
@@ -222,11 +270,23 @@ def bench_loss(
     def step() -> tuple[Any, ...]:
         loss = contrastive_loss(q, p, temperature=0.05, group_ids=groups, symmetric=symmetric,
                                 backend=backend)
-        return torch.autograd.grad(loss, (q, p))
+        return (loss.detach(), *torch.autograd.grad(loss, (q, p)))
 
     try:
+        first = None
+        if backend == "triton" and device == "cuda":
+            # The first call of a new autotune key runs every config on the live buffers before the winner: kept
+            # here and compared with a later call below (the float64 check further down runs after warm-up).
+            tuned_keys = _tuned_keys()
+            first = step()
+            row["first_call_tuned"] = _tuned_keys() != tuned_keys
         times = time_ms(step, device, repeats)
         extra = peak_extra_bytes(step, device, (m + n) * d * q.element_size())
+        if first is not None:
+            diffs = _rel_diffs(first, step())
+            del first
+            tol = 1e-5 if dtype == torch.float32 else 1e-3
+            row["first_call_vs_later"] = {"check": "pass" if max(diffs.values()) <= tol else "FAIL", **diffs}
     except torch.OutOfMemoryError as err:
         row["status"] = f"out of memory: {str(err).splitlines()[0]}"
         return row
@@ -234,9 +294,9 @@ def bench_loss(
         row["status"] = f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         return row
     ms = statistics.median(times)
-    flops = 8 * m * n * d
-    row.update(status="ok", ms=ms, times_ms=times, tflops=flops / ms / 1e9,
-               extra_gib=None if extra is None else extra / GIB)
+    flops = EXECUTED_FLOP[backend] * m * n * d
+    row.update(status="ok", ms=ms, times_ms=times, flop=flops, flop_formula=f"{EXECUTED_FLOP[backend]}·M·N·d",
+               tflops=flops / ms / 1e9, extra_gib=None if extra is None else extra / GIB)
     if backend == "triton" and device == "cuda":
         row["configs"] = _chosen_configs()
         # The sweep runs the autotuned configs (the CUDA tests pin one): check them against float64. Larger rows
@@ -252,13 +312,19 @@ def bench_loss(
         except Exception as err:
             row["check"] = f"error: {type(err).__name__}: {err}"
     if device == "cuda" and m * n <= QUEUED_MAX_MN:
-        # Cheap rows: also the back-to-back cost, where the host's launch latency overlaps the GPU's work.
+        # Cheap rows: also the back-to-back cost, where the host's launch latency overlaps the GPU's work, and
+        # the replay of a CUDA graph of the step (no host launches at all).
         try:
             row["ms_queued"] = time_ms_queued(step, device, max(repeats, 10))
         except Exception as err:  # a second timing must not lose the row
             row["ms_queued_error"] = f"{type(err).__name__}: {err}"
+        try:
+            row["ms_graphed"], row["graphed_vs_eager"] = time_ms_graphed(step, max(repeats, 10))
+        except Exception as err:
+            row["ms_graphed_error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     if ceiling_tflops:
         row["fraction_of_ceiling"] = row["tflops"] / ceiling_tflops
+        row["roofline_ms"] = flops / ceiling_tflops / 1e9
     return row
 
 
@@ -349,10 +415,34 @@ def bench_breakdown(
     return rows
 
 
+def pool_bytes_moved(
+    layout: str, phase: str, batch: int, length: int, d: int, valid_tokens: int, itemsize: int, mask_itemsize: int = 1,
+) -> int:
+    """Bytes the fused pooling kernels move for mean pooling with normalization (the benchmark's case).
+
+    Forward: the valid tokens' states (padded tokens are never loaded), the mask [B, L] (padded) or cu_seqlens and
+    the launch order (varlen) read; the output [B, D], the fp32 pre-normalization rows [B, D] and 1/|V_b| [B]
+    written. Backward adds: the output gradient, the saved rows and scales (and the mask, or cu_seqlens) read and
+    the input gradient written, all of [B, L, D] for the padded layout (the padded positions get their zeros),
+    [T, D] packed.
+    """
+    if layout not in ("padded", "varlen") or phase not in ("forward", "forward+backward"):
+        raise ValueError(f"unknown pooling layout {layout!r} or phase {phase!r}")
+    index = batch * length * mask_itemsize if layout == "padded" else (batch + 1) * 4 + batch * 4
+    saved = batch * d * 4 + batch * 4
+    forward = valid_tokens * d * itemsize + index + batch * d * itemsize + saved
+    if phase == "forward":
+        return forward
+    grad_in = (batch * length if layout == "padded" else valid_tokens) * d * itemsize
+    return forward + batch * d * itemsize + saved + (index if layout == "padded" else (batch + 1) * 4) + grad_in
+
+
 def bench_pooling(
     device: str, dtype, backends: tuple[str, ...], copy_gbps: float | None, repeats: int
 ) -> list[dict[str, Any]]:
-    """pool / pool_varlen forward and forward+backward as effective bytes/s on [B, L, d]."""
+    """pool / pool_varlen forward and forward+backward on [B, L, d] with random lengths in [L/8, L]: GB/s on the
+    bytes the fused kernels move (``pool_bytes_moved``), against the copy bandwidth of the same run. The torch
+    rows (the unfused baseline) are credited with the same bytes, though they move more (an fp32 copy)."""
     torch = _torch()
     from hybridfast.kernels import pool, pool_varlen
 
@@ -365,17 +455,12 @@ def bench_pooling(
     # On the host, as a serving loop builds it: pool_varlen validates it there without waiting for the GPU
     # (a device cu_seqlens costs a device-to-host copy that waits for the queue on every call).
     cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32).cpu()
-    valid_bytes = packed.numel() * packed.element_size()
+    valid_tokens = packed.shape[0]
     rows = []
-    for name, x, call in (
-        ("pool", hidden, lambda x, be: pool(x, mask, backend=be)),
-        ("pool_varlen", packed, lambda x, be: pool_varlen(x, cu_seqlens, backend=be)),
+    for name, layout, x, call in (
+        ("pool", "padded", hidden, lambda x, be: pool(x, mask, backend=be)),
+        ("pool_varlen", "varlen", packed, lambda x, be: pool_varlen(x, cu_seqlens, backend=be)),
     ):
-        # Effective bytes count the tensors as the API sees them: all of [B, L, D] for the padded layout (the
-        # kernel skips the padded tokens' loads, so it touches fewer: "touched_bytes"), the packed [T, D].
-        read = x.numel() * x.element_size() + (mask.numel() if name == "pool" else cu_seqlens.numel() * 4)
-        touched_read = valid_bytes + (mask.numel() if name == "pool" else cu_seqlens.numel() * 4)
-        written = b * d * x.element_size()
         for backend in backends:
             if backend == "naive" or (backend == "triton" and device != "cuda"):
                 continue
@@ -391,19 +476,23 @@ def bench_pooling(
             if device == "cuda":
                 queued["forward"] = time_ms_queued(lambda x=x, be=backend, call=call: call(x, be), device, 20)
                 queued["forward+backward"] = time_ms_queued(fwd_bwd, device, 20)
-            # Backward reads the pooled gradient (and stats) and writes a gradient as large as the input.
-            both_bytes = read + written + written + x.numel() * x.element_size()
-            touched_both = touched_read + written + written + x.numel() * x.element_size()
-            for phase, ms, nbytes, touched in (("forward", fwd, read + written, touched_read + written),
-                                               ("forward+backward", both, both_bytes, touched_both)):
-                gbps = nbytes / ms / 1e6
+            for phase, ms in (("forward", fwd), ("forward+backward", both)):
+                moved = pool_bytes_moved(layout, phase, b, seq, d, valid_tokens, x.element_size(),
+                                         mask.element_size())
+                gbps = moved / ms / 1e6
                 row = {"op": name, "backend": backend, "phase": phase, "shape": [b, seq, d],
-                       "dtype": str(dtype).removeprefix("torch."), "ms": ms, "bytes": nbytes, "gbps": gbps,
-                       "touched_bytes": touched, "touched_gbps": touched / ms / 1e6,
+                       "valid_tokens": valid_tokens, "dtype": str(dtype).removeprefix("torch."), "ms": ms,
+                       "bytes_moved": moved, "gbps": gbps,
                        "fraction_of_copy": gbps / copy_gbps if copy_gbps else None, "status": "ok"}
+                if name == "pool":
+                    # Not bytes moved: what a kernel reading every padded position would move (kept to compare
+                    # with earlier runs, which reported this as "effective" bandwidth).
+                    padded = moved + (b * seq - valid_tokens) * d * x.element_size()
+                    row.update(padded_tensor_bytes=padded, padded_tensor_gbps=padded / ms / 1e6)
                 if queued[phase]:
                     row["ms_queued"] = queued[phase]
-                    row["gbps_queued"] = nbytes / queued[phase] / 1e6
+                    row["gbps_queued"] = moved / queued[phase] / 1e6
+                    row["fraction_of_copy_queued"] = row["gbps_queued"] / copy_gbps if copy_gbps else None
                 rows.append(row)
     return rows
 
@@ -508,28 +597,42 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _sig(value: float | None, digits: int = 3) -> str:
+    """``digits`` significant digits without an exponent: 0.0123, 4.56, 787 (a CPU's 0.05 TFLOP/s is not 0)."""
+    if value is None:
+        return "–"
+    if value == 0 or abs(value) >= 10 ** (digits - 1):
+        return f"{value:.0f}"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))
+    return f"{value:.{decimals}f}"
+
+
 def markdown_summary(record: dict[str, Any]) -> str:
     """Markdown tables of one run: the main sweep (with speed-up over naive), extras and pooling."""
     ceiling = record["matmul_ceiling"]
     lines = [
         f"{record['card']}, torch {record['torch']}, triton {record['triton']}, {record['date']}; "
-        f"matmul ceiling {ceiling['tflops']:.0f} TFLOP/s ({ceiling['dtype']} {ceiling['size']}³), "
-        f"copy {record['copy']['gbps']:.0f} GB/s.",
+        f"matmul ceiling {_sig(ceiling['tflops'])} TFLOP/s ({ceiling['dtype']} {ceiling['size']}³), "
+        f"copy {_sig(record['copy']['gbps'])} GB/s (both measured in this run).",
         "",
-        "| M = N | d | backend | ms | TFLOP/s (8·M·N·d) | of ceiling | extra GiB | vs naive |",
-        "|---|---|---|---|---|---|---|---|",
+        "TFLOP/s count the FLOP each backend executes: 8·M·N·d fused and torch-chunked (the backward recomputes the "
+        "scores), 6·M·N·d naive. Roofline: that work at the matmul ceiling above.",
+        "",
+        "| M = N | d | backend | ms | TFLOP/s | of ceiling | roofline ms | extra GiB | vs naive |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     loss_rows = [r for r in record["rows"] if r.get("op") == "contrastive_loss"]
     main = [r for r in loss_rows if "kind" not in r]
     naive = {(r["m"], r["d"]): r.get("ms") for r in main if r["backend"] == "naive" and r.get("status") == "ok"}
     for r in sorted(main, key=lambda r: (r["d"], r["m"], r["backend"])):
         if r.get("status") != "ok":
-            lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r.get('status')} | | | | |")
+            lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r.get('status')} | | | | | |")
             continue
         base = naive.get((r["m"], r["d"]))
         speedup = f"{base / r['ms']:.2f}×" if base else "–"
-        lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r['ms']:.2f} | {r['tflops']:.3g} | "
-                     f"{_fmt(r.get('fraction_of_ceiling'))} | {_fmt(r.get('extra_gib'), 3)} | {speedup} |")
+        lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {_sig(r['ms'])} | {_sig(r['tflops'])} | "
+                     f"{_sig(r.get('fraction_of_ceiling'), 2)} | {_sig(r.get('roofline_ms'))} | "
+                     f"{_fmt(r.get('extra_gib'), 3)} | {speedup} |")
     checks = [r for r in loss_rows if r.get("check")]
     if checks:
         lines += ["", "Autotuned triton configs against float64: " + "; ".join(
@@ -537,6 +640,12 @@ def markdown_summary(record: dict[str, Any]) -> str:
             + (" (max rel. err {:.1e})".format(max(r["check_rel_err"].values())) if "check_rel_err" in r else "")
             + (" at {}×{}".format(*r["check_shape"]) if "check_shape" in r else "")
             for r in checks)]
+    first_calls = [r for r in loss_rows if r.get("first_call_vs_later")]
+    if first_calls:
+        lines += ["", "First call (the one that autotunes a new key) against a later call: " + "; ".join(
+            f"{r['m']}×{r['n']} d={r['d']}{' ' + r['kind'] if 'kind' in r else ''}"
+            f"{' (tuned)' if r.get('first_call_tuned') else ''}: {r['first_call_vs_later']['check']} (max rel. diff "
+            f"{max(v for k, v in r['first_call_vs_later'].items() if k != 'check'):.1e})" for r in first_calls)]
     picked = [r for r in loss_rows if r.get("configs")]
     if picked:
         lines += ["", "Autotuned configs (forward / dS): " + "; ".join(
@@ -544,10 +653,16 @@ def markdown_summary(record: dict[str, Any]) -> str:
             f"{r['configs']['forward']} / {r['configs']['dS']}" for r in picked)]
     queued = [r for r in main if r.get("ms_queued")]
     if queued:
-        lines += ["", "Launch-bound sizes, also timed back to back (host launch latency overlapped; ms per call):",
-                  "", "| M = N | d | backend | ms (one call, synced) | ms (queued) |", "|---|---|---|---|---|"]
+        lines += ["", "Launch-bound sizes, also timed back to back (host launch latency overlapped) and as a CUDA "
+                  "graph replay (no host launches: the GPU's own time; rel. diff of the replay to an eager call); "
+                  "ms per call:", "",
+                  "| M = N | d | backend | ms (one call, synced) | ms (queued) | ms (graph replay) | graph rel. diff |",
+                  "|---|---|---|---|---|---|---|"]
         for r in sorted(queued, key=lambda r: (r["d"], r["m"], r["backend"])):
-            lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r['ms']:.3f} | {r['ms_queued']:.3f} |")
+            graph_diff = max(r["graphed_vs_eager"].values()) if r.get("graphed_vs_eager") else None
+            graphed = _fmt(r.get("ms_graphed"), 3) if "ms_graphed" in r else r.get("ms_graphed_error", "–")[:60]
+            lines.append(f"| {r['m']} | {r['d']} | {r['backend']} | {r['ms']:.3f} | {r['ms_queued']:.3f} | "
+                         f"{graphed} | {'–' if graph_diff is None else f'{graph_diff:.1e}'} |")
     breakdown = [r for r in record["rows"] if r.get("op") == "breakdown"]
     if breakdown:
         lines += ["", "Per-stage breakdown of the triton forward+backward (CUDA events, ms per step; TFLOP/s for "
@@ -579,15 +694,19 @@ def markdown_summary(record: dict[str, Any]) -> str:
                          f"{r['tflops']:.3g} | {_fmt(r.get('extra_gib'), 3)} | {ratio} |")
     pools = [r for r in record["rows"] if r.get("op") in ("pool", "pool_varlen")]
     if pools:
-        lines += ["", "| op | backend | phase | ms | GB/s (effective) | of copy | GB/s touched | ms queued | "
-                  "GB/s queued |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Pooling, GB/s on the bytes the fused kernels move (valid tokens read; outputs, saved "
+                  "statistics and, forward+backward, the input gradient written; the torch rows are credited with "
+                  "the same bytes), against the copy bandwidth above:", "",
+                  "| op | backend | phase | MB moved | ms | GB/s | of copy | ms queued | GB/s queued | of copy queued |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in pools:
             if r.get("status") != "ok":
-                lines.append(f"| {r['op']} | | | {r.get('status')} | | | | | |")
+                lines.append(f"| {r['op']} | | | | {r.get('status')} | | | | | |")
                 continue
-            lines.append(f"| {r['op']} | {r['backend']} | {r['phase']} | {r['ms']:.3f} | {r['gbps']:.3g} | "
-                         f"{_fmt(r.get('fraction_of_copy'))} | {_fmt(r.get('touched_gbps'), 0)} | "
-                         f"{_fmt(r.get('ms_queued'), 3)} | {_fmt(r.get('gbps_queued'), 0)} |")
+            lines.append(f"| {r['op']} | {r['backend']} | {r['phase']} | {_sig(r['bytes_moved'] / 1e6)} | "
+                         f"{_sig(r['ms'])} | {_sig(r['gbps'])} | {_sig(r.get('fraction_of_copy'), 2)} | "
+                         f"{_sig(r.get('ms_queued'))} | {_sig(r.get('gbps_queued'))} | "
+                         f"{_sig(r.get('fraction_of_copy_queued'), 2)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -596,7 +715,8 @@ def _slug(text: str) -> str:
 
 
 def plot_kernel_benchmark(record: dict[str, Any], path: Path) -> None:
-    """Time and extra memory against M = N, one line per (backend, d), from the main sweep's rows."""
+    """Time and (where measured: CUDA) extra memory against M = N, one line per (backend, d), from the main sweep's
+    rows. Without memory measurements (CPU) the plot has the time panel only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -604,14 +724,20 @@ def plot_kernel_benchmark(record: dict[str, Any], path: Path) -> None:
 
     main = [r for r in record["rows"] if r.get("op") == "contrastive_loss" and r.get("status") == "ok"
             and "kind" not in r]
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+    has_memory = any(r.get("extra_gib") is not None for r in main)
+    fig, axes = plt.subplots(1, 2 if has_memory else 1, figsize=(12, 4.5) if has_memory else (6.5, 4.5),
+                             squeeze=False)
+    ax_t = axes[0][0]
+    panels = [(ax_t, "forward+backward (ms)")]
+    if has_memory:
+        panels.append((axes[0][1], "extra memory (GiB)"))
     for backend, d in sorted({(r["backend"], r["d"]) for r in main}):
         pts = sorted((r["m"], r["ms"], r.get("extra_gib")) for r in main if r["backend"] == backend and r["d"] == d)
         ax_t.plot([x for x, _, _ in pts], [t for _, t, _ in pts], marker="o", label=f"{backend}, d={d}")
         mem = [(x, g) for x, _, g in pts if g is not None]
         if mem:
-            ax_m.plot([x for x, _ in mem], [g for _, g in mem], marker="o", label=f"{backend}, d={d}")
-    for ax, label in ((ax_t, "forward+backward (ms)"), (ax_m, "extra memory (GiB)")):
+            axes[0][1].plot([x for x, _ in mem], [g for _, g in mem], marker="o", label=f"{backend}, d={d}")
+    for ax, label in panels:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("M = N")
@@ -657,8 +783,10 @@ def bench_kernels_command(
 ) -> None:
     """Benchmark the fused contrastive loss and pooling against naive and chunked-torch baselines.
 
-    Times forward+backward (median after warm-up), peak extra memory and TFLOP/s (8·M·N·d) against a bf16
-    matmul measured in the same run; pooling as bytes/s against a device copy. Writes JSON and a PNG plot.
+    Times forward+backward (median after warm-up), peak extra memory (CUDA) and TFLOP/s of the work each backend
+    executes against a matmul measured in the same run; pooling as GB/s on the bytes actually moved against a
+    device copy of the same run. On a GPU also: the first (autotuning) call against a later one, float64 checks,
+    back-to-back and CUDA-graph timings of the small shapes. Writes JSON, a PNG plot and a Markdown table.
     """
     torch = _torch()
     if device == "auto":
