@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo): DDP and DeepSpeed ZeRO-2 / ZeRO-3 reproduce the single-process run on the same global batch."""
+"""Two CPU processes (gloo): DDP and DeepSpeed ZeRO-2 / ZeRO-3, with the plain or the cached step, reproduce the
+single-process plain run on the same global batch (losses of every step and the final weights)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from train_helpers import read_losses, write_config
 
 import hybridfast
 from hybridfast.train.config import load_config
-from hybridfast.train.loop import train
+from hybridfast.train.loop import TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 3
@@ -23,7 +24,7 @@ SECTIONS = {
 }
 
 
-def _config(directory: Path, inputs: tuple[Path, Path], batch_size: int, **train: str) -> Path:
+def _config(directory: Path, inputs: tuple[Path, Path], batch_size: int, **train: str | int) -> Path:
     sampling = {**SECTIONS["sampling"], "batch_size": batch_size}
     return write_config(directory, *inputs, **{**SECTIONS, "sampling": sampling, "train": {**SECTIONS["train"], **train}})
 
@@ -45,35 +46,48 @@ def inputs(nodrop_model_dir: Path, parallel_jsonl: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, inputs: tuple[Path, Path]) -> dict[int, float]:
-    """One process on the global batch of 8 pairs."""
+def reference(tmp_path_factory: pytest.TempPathFactory, inputs: tuple[Path, Path]) -> TrainResult:
+    """One process, plain step, on the global batch of 8 pairs."""
     config = load_config(_config(tmp_path_factory.mktemp("single"), inputs, batch_size=8))
-    return train(config, show_progress=False).losses
+    return train(config, show_progress=False)
 
 
+def _assert_matches(output_dir: Path, reference: TrainResult) -> None:
+    from safetensors.torch import load_file
+
+    losses = read_losses(output_dir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for step in losses:
+        assert losses[step] == pytest.approx(reference.losses[step], rel=2e-4), (step, losses, reference.losses)
+    got = load_file(output_dir / f"checkpoint-{STEPS:06d}" / "model.safetensors")
+    expected = load_file(reference.checkpoint / "model.safetensors")
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert (got[name].float() - tensor.float()).abs().max() < 1e-5, name
+
+
+# embed_chunk_size 3 cuts each rank's 4 queries into 3 + 1 and its 4 candidates into 3 + 1 (cached step).
 @pytest.mark.multiprocess
 @pytest.mark.slow
+@pytest.mark.parametrize("chunk", [0, 3], ids=["plain", "cached"])
 def test_ddp_two_processes_match_single_process(
-    tmp_path: Path, inputs: tuple[Path, Path], reference: dict[int, float]
+    tmp_path: Path, inputs: tuple[Path, Path], reference: TrainResult, chunk: int
 ) -> None:
     # `accelerate launch train ...` from the repository root: train/__main__.py.
-    losses = _launch(["train"], _config(tmp_path, inputs, batch_size=4))
-    assert sorted(losses) == list(range(1, STEPS + 1))
-    for step in losses:
-        assert losses[step] == pytest.approx(reference[step], rel=2e-4), (step, losses, reference)
+    _launch(["train"], _config(tmp_path, inputs, batch_size=4, embed_chunk_size=chunk))
+    _assert_matches(tmp_path / "out", reference)
 
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize(("stage", "chunk"), [(2, 0), (2, 3), (3, 3)], ids=["zero2-plain", "zero2-cached", "zero3-cached"])
 def test_deepspeed_zero_two_processes_match_single_process(
-    tmp_path: Path, inputs: tuple[Path, Path], reference: dict[int, float], stage: int
+    tmp_path: Path, inputs: tuple[Path, Path], reference: TrainResult, stage: int, chunk: int
 ) -> None:
     ds_config = str(ROOT / "train" / "configs" / f"zero{stage}.json")
-    losses = _launch(["-m", "hybridfast.train"], _config(tmp_path, inputs, batch_size=4, deepspeed=ds_config))
-    assert sorted(losses) == list(range(1, STEPS + 1))
-    for step in losses:
-        assert losses[step] == pytest.approx(reference[step], rel=2e-4), (step, losses, reference)
+    _launch(["-m", "hybridfast.train"], _config(tmp_path, inputs, batch_size=4, deepspeed=ds_config,
+                                                 embed_chunk_size=chunk))
+    _assert_matches(tmp_path / "out", reference)
     checkpoint = tmp_path / "out" / f"checkpoint-{STEPS:06d}"
     assert (checkpoint / "training_state" / "deepspeed").is_dir()
     assert hybridfast.load(str(checkpoint), device="cpu").encode_queries(["Wo ist der Rhein?"]).shape == (1, 32)
