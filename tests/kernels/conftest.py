@@ -10,8 +10,8 @@ import triton
 
 @pytest.fixture
 def forced_tuning(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[triton.Config]]:
-    """``tune(kernel, configs, winner)``: make a ``triton.autotune`` kernel tune afresh over ``configs`` on the
-    interpreter. Each config is launched once on the live buffers (as the real benchmark's repeated calls are),
+    """``tune(kernel, configs, winner)``: make a ``triton.autotune`` kernel tune afresh over ``configs`` (on the
+    interpreter, or compiled on CUDA). Each config is launched once on the live buffers (as the real benchmark's repeated calls are),
     in the given order, and ``winner(config)`` says which one is "fastest". Returns the list the benchmarked
     configs are appended to."""
     benchmarked: list[triton.Config] = []

@@ -472,22 +472,29 @@ def test_stage_breakdown_cuda(buffer_bytes: int | None, monkeypatch: pytest.Monk
     assert contrastive_module.DP_ACCUMULATE == default  # the variant run restores the default
 
 
-@pytest.mark.skipif(not INTERPRET, reason="forces a re-tune among interpreter-sized configs")
+@pytest.mark.skipif(not (INTERPRET or HAS_CUDA), reason="triton needs CUDA or TRITON_INTERPRET=1")
 @pytest.mark.parametrize(("grouped", "symmetric"), [(False, True), (True, True), (True, False)])
 def test_first_call_of_a_retune_picking_the_taller_row_block(
     grouped: bool, symmetric: bool, forced_tuning, poison
 ) -> None:
     """Triton's autotuner runs every config on the live buffers before the winner's launch. Two configs differing
     only in the row block, the shorter one benchmarked first and the taller one made to win: the FIRST call (the
-    one that tuned) must already match float64, so no config may leave state the winner does not overwrite."""
+    one that tuned) must already match float64, so no config may leave state the winner does not overwrite.
+    On CUDA with the GPU configs (128 and 256 rows over four warpgroups) at bf16, d = 768."""
     align = contrastive_module.ROW_ALIGN
-    short, tall = (contrastive_module._config(rows, 16, 16, 4, 1) for rows in (align, 2 * align))
+    if INTERPRET:
+        short, tall = (contrastive_module._config(rows, 16, 16, 4, 1) for rows in (align, 2 * align))
+        m, n, d, dtype, device = 100, 70, 24, torch.float32, "cpu"  # 7 statistics slots; 32-row blocks own 4
+    else:
+        short, tall = contrastive_module._config(128, 128, 64, 8, 3), contrastive_module._config(256, 128, 64, 16, 3)
+        m, n, d, dtype, device = 700, 1500, 768, torch.bfloat16, "cuda"  # 6 slots; 256-row blocks own 3
     kernels = (contrastive_module._forward_kernel, contrastive_module._grad_scores_kernel)
     for kernel in kernels:
         benchmarked = forced_tuning(kernel, [short, tall], lambda config: config is tall)
-    m, n = 100, 70  # 7 column-statistics slots of 16 queries; the 32-row blocks own 4 of them
-    q, p, labels, gen = _inputs(m, n, 24, torch.float32, "cpu", normalized=True, seed=41)
-    groups = (torch.randint(0, 3, (m,), generator=gen), torch.randint(0, 3, (n,), generator=gen)) if grouped else None
+    q, p, labels, gen = _inputs(m, n, d, dtype, device, normalized=True, seed=41)
+    groups = None
+    if grouped:
+        groups = (torch.randint(0, 3, (m,), generator=gen).to(device), torch.randint(0, 3, (n,), generator=gen).to(device))
     _check(q, p, labels, backend="triton", temperature=0.05, group_ids=groups, symmetric=symmetric)
     assert benchmarked == [short, tall] * 2, "both kernels should have tuned over both configs"
     assert all(kernel.best_config is tall for kernel in kernels)
