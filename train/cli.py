@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from hybridfast.errors import HybridfastError
+
+if TYPE_CHECKING:
+    from hybridfast.train.loop import TrainResult
 
 
 def train_command(
@@ -53,17 +58,36 @@ def train_command(
         return
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
-    losses = list(result.losses.values())
-    if losses:
-        typer.echo(f"trained {result.steps} steps in {result.wall_time_s:.0f} s; loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-    typer.echo(f"checkpoint: {result.checkpoint}")
-    typer.echo(f"metrics:    {result.metrics_file}")
-    typer.echo("next:")
-    from hybridfast.data import resolve_data_root
+    typer.echo(summary_line(result))
+    from hybridfast.train.checkpoint import checkpoint_size
 
-    xquad_r = resolve_data_root(data_dir) / "xquad-r"
-    typer.echo(f"  hybridfast eval --model {result.checkpoint} --task lareqa --data {xquad_r} --article-split eval")
-    typer.echo(f'  python -c "import hybridfast; print(hybridfast.load(\'{result.checkpoint}\').encode_queries([\'hello\']).shape)"')
+    checkpoint = _shown(result.checkpoint)
+    typer.echo(f"checkpoint: {checkpoint} ({checkpoint_size(result.checkpoint).describe()})")
+    typer.echo(f"metrics:    {_shown(result.metrics_file)}")
+    typer.echo("next:")
+    data = f" --data {Path(data_dir) / 'xquad-r'}" if data_dir is not None else ""
+    typer.echo(f"  hybridfast eval --model {checkpoint} --task lareqa{data} --article-split eval "
+               f"--out {_shown(result.output_dir)}/lareqa.json")
+    typer.echo(f'  python -c "import hybridfast; print(hybridfast.load(\'{checkpoint}\').encode_queries([\'hello\']).shape)"')
+
+
+def summary_line(result: TrainResult) -> str:
+    """What this invocation did: "trained N steps (a-b)", with where it resumed from, or that nothing was left."""
+    resumed = f"resumed from {_shown(result.resumed_from)}; " if result.resumed_from is not None else ""
+    if result.steps_trained == 0:
+        return f"{resumed}trained 0 steps: the run had already reached step {result.steps} of {result.total_steps}"
+    span = f"{result.start_step + 1}-{result.steps}" if result.steps_trained > 1 else f"{result.steps}"
+    losses = [result.losses[step] for step in sorted(result.losses)]
+    return (f"{resumed}trained {result.steps_trained} steps ({span}) in {result.wall_time_s:.0f} s; "
+            f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (as the README writes paths)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ Sections and keys (every key optional; unknown keys are errors that name the key
                 max_grad_norm, temperature, learn_temperature
     [train]     steps, epochs, precision ("fp32" | "bf16" | "fp16"), deepspeed, output_dir, seed,
                 resume ("auto" | "never" | a checkpoint dir), loss_backend
-    [log]       log_every, save_every, keep_last, eval_every, eval_hook ("module:function")
+    [log]       log_every, save_every, keep_last, eval_every, eval_hook ("module:function"),
+                save_dtype ("float32" | "bfloat16": dtype of the saved model weights)
 
 Paths: `data.path` resolves against the data root ($HYBRIDFAST_DATA or --data-dir), `train.output_dir`
 against the working directory, `train.deepspeed` against the config file's folder, then the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import math
 import sys
 from collections.abc import Callable, Mapping
@@ -104,6 +106,7 @@ class LogConfig:
     keep_last: int = 2
     eval_every: int = 0
     eval_hook: str = ""
+    save_dtype: str = "float32"
 
 
 @dataclass
@@ -146,6 +149,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")
 DATASETS = ("xquad", "jsonl")
 SPLITS = ("train", "eval", "all")
+SAVE_DTYPES = ("float32", "bfloat16")
 
 
 def _read(path: Path) -> Mapping[str, Any]:
@@ -241,7 +245,8 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 
 def validate(config: TrainConfig) -> None:
-    """Range and choice checks that need no data or model (those come in `hybridfast.train.loop`)."""
+    """Range and choice checks that need no data or model (those come in `hybridfast.train.loop` and
+    `check_against_model`)."""
     s = config.source
 
     def fail(key: str, message: str) -> None:
@@ -273,14 +278,14 @@ def validate(config: TrainConfig) -> None:
         fail("sampling.pairs_per_qid", f"must be at least 1, not {smp.pairs_per_qid}")
     if not o.lr > 0 or not math.isfinite(o.lr):
         fail("optim.lr", f"must be a positive number, not {o.lr}")
-    if o.weight_decay < 0:
-        fail("optim.weight_decay", f"must be >= 0, not {o.weight_decay}")
+    if not o.weight_decay >= 0 or not math.isfinite(o.weight_decay):
+        fail("optim.weight_decay", f"must be a finite number >= 0, not {o.weight_decay}")
     if o.warmup_steps < 0:
         fail("optim.warmup_steps", f"must be >= 0, not {o.warmup_steps}")
     if o.schedule not in SCHEDULES:
         fail("optim.schedule", f"must be one of {', '.join(SCHEDULES)}, not {o.schedule!r}")
-    if not o.max_grad_norm >= 0:
-        fail("optim.max_grad_norm", f"must be >= 0 (0 turns clipping off), not {o.max_grad_norm}")
+    if not o.max_grad_norm >= 0 or not math.isfinite(o.max_grad_norm):
+        fail("optim.max_grad_norm", f"must be a finite number >= 0 (0 turns clipping off), not {o.max_grad_norm}")
     if not o.temperature > 0 or not math.isfinite(o.temperature):
         fail("optim.temperature", f"must be a positive number, not {o.temperature}")
     if (t.steps > 0) == (t.epochs > 0) or t.steps < 0 or t.epochs < 0:
@@ -303,6 +308,8 @@ def validate(config: TrainConfig) -> None:
         fail("log.log_every", "must be at least 1")
     if lg.keep_last == 0:
         fail("log.keep_last", "must be at least 1 (the last checkpoint is always kept)")
+    if lg.save_dtype not in SAVE_DTYPES:
+        fail("log.save_dtype", f"must be one of {', '.join(SAVE_DTYPES)}, not {lg.save_dtype!r}")
     if lg.eval_hook:
         load_hook(lg.eval_hook, s)
 
@@ -323,4 +330,44 @@ def load_hook(spec: str, source: str = "<config>") -> Callable[..., Any]:
     hook = getattr(module, attr, None)
     if not callable(hook):
         raise ConfigError(f"{source}: log.eval_hook: {module_name!r} has no function {attr!r}")
+    check_hook_signature(hook, f"{source}: log.eval_hook: {spec}")
     return hook
+
+
+def check_hook_signature(hook: Callable[..., Any], where: str) -> None:
+    """Raise `ConfigError` unless `hook(encoder, step=..., output_dir=...)` binds to the hook's parameters,
+    so a wrong hook fails before training, not after the first evaluation interval."""
+    try:
+        signature = inspect.signature(hook)
+    except (TypeError, ValueError):  # a builtin or extension callable without introspectable parameters
+        return
+    try:
+        signature.bind(object(), step=0, output_dir=Path("."))
+    except TypeError as err:
+        raise ConfigError(f"{where}: takes {signature}, but it is called as hook(encoder, step=..., "
+                          f"output_dir=...): {err}") from None
+
+
+def check_against_model(config: TrainConfig, model_config: Any) -> None:
+    """Checks that need the loaded model's config (a `transformers.PretrainedConfig`).
+
+    The max lengths must fit the position table: BERT numbers positions 0..L-1, so it takes
+    `max_position_embeddings` tokens; XLM-R / RoBERTa number them from padding_idx + 1 = 2, so 514
+    rows hold 512 tokens. Longer inputs would index past the table at the first step.
+    """
+    from hybridfast.varlen import packed_position_offset
+
+    rows = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(rows, int):
+        return
+    offset = packed_position_offset(model_config) or 0
+    limit = rows - offset
+    for key in ("query_max_length", "passage_max_length"):
+        value = getattr(config.model, key)
+        if value > limit:
+            kind = getattr(model_config, "model_type", "the model")
+            reserved = f" minus {offset} reserved by {kind}'s position numbering" if offset else ""
+            raise ConfigError(
+                f"{config.source}: model.{key}: {value} is more than this model's {limit} positions "
+                f"(max_position_embeddings {rows}{reserved}); set it to at most {limit}"
+            )

@@ -30,7 +30,13 @@ from torch import nn
 
 from hybridfast.errors import HybridfastError
 from hybridfast.sampling import HybridBatchSampler, SamplerConfigError
-from hybridfast.train.config import ConfigError, TrainConfig, load_hook
+from hybridfast.train.config import (
+    ConfigError,
+    TrainConfig,
+    check_against_model,
+    check_hook_signature,
+    load_hook,
+)
 
 if TYPE_CHECKING:
     from hybridfast.data import ParallelRecord
@@ -56,10 +62,17 @@ class TrainResult:
     wall_time_s: float = 0.0
     model_source: str = ""
     notes: list[str] = field(default_factory=list)
+    start_step: int = 0
+    total_steps: int = 0
 
     @property
     def metrics_file(self) -> Path:
         return self.output_dir / METRICS_FILE
+
+    @property
+    def steps_trained(self) -> int:
+        """Optimizer steps taken by this invocation (steps - start_step: a resumed run starts past 0)."""
+        return self.steps - self.start_step
 
 
 class ContrastiveDualEncoder(nn.Module):
@@ -269,14 +282,6 @@ def _resume_dir(config: TrainConfig, output_dir: Path) -> Path | None:
     return path
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past `step` (written by a run that died after its last checkpoint)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def train(
     config: TrainConfig,
     *,
@@ -296,32 +301,49 @@ def train(
 
     from hybridfast.encoder import FusedEncoder
     from hybridfast.train.checkpoint import (
+        SAVE_DTYPES,
         CheckpointWriter,
+        checkpoint_size,
+        load_master_weights,
         read_rng_state,
+        read_trainer_json,
         read_trainer_state,
+        resume_weights_source,
         set_rng_state,
         write_encoder_checkpoint,
         write_rng_state,
         write_trainer_state,
     )
     from hybridfast.train.collate import collate
+    from hybridfast.train.metrics import append_record, trim_to_step
     from hybridfast.train.loss import global_contrastive_loss
 
     started = time.perf_counter()
     output_dir = Path(config.train.output_dir).expanduser().resolve()
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     records = load_records(config, data_dir)
-    build_sampler(config, records, 0, env_world)
+    planned_steps = _total_steps(config, build_sampler(config, records, 0, env_world))
     if config.log.eval_hook and eval_fn is None:
         eval_fn = load_hook(config.log.eval_hook, config.source)
+    elif eval_fn is not None:
+        check_hook_signature(eval_fn, "train(eval_fn=...)")
     ds_config = _deepspeed_config(config, env_world)
     if ds_config is not None and ds_config.get("zero_optimization", {}).get("stage", 0) == 3 and eval_fn is not None:
         raise ConfigError(f"{config.source}: log.eval_hook: periodic evaluation is not supported under ZeRO-3")
     resume_dir = _resume_dir(config, output_dir)
     notes: list[str] = []
     source: str | None = None
+    base_model: str | None = None  # the model the run started from, recorded in every checkpoint
     if resume_dir is not None:
-        source = str(resume_dir)
+        resumed = read_trainer_json(resume_dir)
+        if int(resumed["step"]) >= planned_steps:
+            notes.append(_nothing_to_train(config, resume_dir, int(resumed["step"]), planned_steps))
+            return TrainResult(checkpoint=resume_dir, output_dir=output_dir, steps=int(resumed["step"]),
+                               resumed_from=resume_dir, wall_time_s=time.perf_counter() - started,
+                               model_source=str(resume_dir), notes=notes, start_step=int(resumed["step"]),
+                               total_steps=planned_steps)
+        source = resume_weights_source(resume_dir, resumed)
+        base_model = resumed.get("base_model") or str(resume_dir)
     elif config.model.name != "default":
         source = resolve_model_source(config, output_dir, notes)
 
@@ -342,9 +364,13 @@ def train(
         source = resolve_model_source(config, output_dir, notes)
         if is_main:
             _barrier()
+    base_model = base_model or source
     total_steps = _total_steps(config, sampler)
 
     encoder = FusedEncoder.from_pretrained(source, device="cpu")
+    check_against_model(config, encoder.model.config)
+    if resume_dir is not None:
+        load_master_weights(resume_dir, encoder.model)
     saved_encoder_config = encoder.config
     encoder.config = dataclasses.replace(
         saved_encoder_config,
@@ -394,11 +420,13 @@ def train(
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         if resume_dir is not None:
-            _truncate_metrics(metrics_path, step)
+            notes.extend(trim_to_step(metrics_path, step))
         elif metrics_path.exists():
             metrics_path.unlink()
     writer = CheckpointWriter(output_dir, config.log.keep_last, is_main=is_main, barrier=_barrier)
+    save_dtype = SAVE_DTYPES[config.log.save_dtype]
     last_checkpoint = resume_dir
+    start_step = step
 
     def save(at_step: int) -> Path:
         unwrapped = accelerator.unwrap_model(model)
@@ -412,6 +440,8 @@ def train(
             "sampler": sampler.state_dict(),
             "world_size": world,
             "config": config.to_dict(),
+            "save_dtype": config.log.save_dtype,
+            "base_model": base_model,
         }
 
         def write_all(directory: Path) -> None:
@@ -423,7 +453,7 @@ def train(
             training_config = unwrapped.encoder.config
             unwrapped.encoder.config = saved_encoder_config
             try:
-                write_encoder_checkpoint(directory, unwrapped.encoder, weights)
+                write_encoder_checkpoint(directory, unwrapped.encoder, weights, dtype=save_dtype)
             finally:
                 unwrapped.encoder.config = training_config
             write_trainer_state(
@@ -432,16 +462,21 @@ def train(
                 {"log_temperature": unwrapped.log_temperature.detach().float()},
                 None if plugin is not None else optimizer.state_dict(),
                 scheduler.state_dict(),
+                master_weights=_master_weights(unwrapped.encoder.model, weights) if save_dtype != torch.float32 else None,
             )
 
-        return writer.save(at_step, write_main, write_all)
+        saved = writer.save(at_step, write_main, write_all)
+        if is_main:
+            progress.console.print(f"saved {saved.name}: {checkpoint_size(saved).describe()}", highlight=False)
+        return saved
 
     from rich.progress import TextColumn
 
     from hybridfast.progress import rich_progress
 
     progress = rich_progress(TextColumn("{task.fields[status]}"), enabled=is_main and show_progress)
-    task = progress.add_task("[bold]train", total=total_steps, completed=step, status="")
+    task = progress.add_task("[bold]train", total=total_steps, completed=step, unit="steps", status="")
+    run_tokens, run_start = 0, time.perf_counter()
     losses: dict[int, float] = {}
     window: list[float] = []
     window_examples = window_tokens = 0
@@ -487,7 +522,11 @@ def train(
                 window.append(step_loss)
                 window_tokens += int(summed[1].item())
                 window_examples += int(summed[2].item())
-                progress.update(task, advance=1, status=f"loss {step_loss:.4f}")
+                run_tokens += int(summed[1].item())
+                lr, tokens_per_s = scheduler.get_last_lr()[0], run_tokens / max(time.perf_counter() - run_start, 1e-9)
+                # One call, so that a plain progress line shows this step's numbers (steps/s and ETA come from
+                # the display; tokens/s is this run's, like theirs).
+                progress.update(task, advance=1, status=f"loss {step_loss:.4f}  lr {lr:.2e}  {tokens_per_s:,.0f} tokens/s")
                 if step % config.log.log_every == 0 or step == total_steps:
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
                     record = {
@@ -504,8 +543,7 @@ def train(
                         "elapsed_s": time.perf_counter() - started,
                     }
                     if is_main:
-                        with metrics_path.open("a") as handle:
-                            handle.write(json.dumps(record) + "\n")
+                        append_record(metrics_path, record)
                     window, window_examples, window_tokens = [], 0, 0
                     window_start = time.perf_counter()
                 if config.log.save_every and step % config.log.save_every == 0 and step < total_steps:
@@ -527,7 +565,26 @@ def train(
         wall_time_s=time.perf_counter() - started,
         model_source=source,
         notes=notes,
+        start_step=start_step,
+        total_steps=total_steps,
     )
+
+
+def _nothing_to_train(config: TrainConfig, checkpoint: Path, done: int, planned: int) -> str:
+    """What a finished run launched again says instead of silently training nothing."""
+    length = f"train.steps = {config.train.steps}" if config.train.steps else (
+        f"train.epochs = {config.train.epochs}: {planned} steps")
+    return (
+        f"nothing to train: {checkpoint} is at step {done} and this run has {planned} steps ({length}). "
+        f'To start over, set train.resume = "never" (--resume never) or another train.output_dir (--output-dir); '
+        f"to train longer, raise train.steps (--steps)"
+    )
+
+
+def _master_weights(model: nn.Module, weights: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """float32 values of the parameters the optimizer updates (from the consolidated `weights` under ZeRO-3)."""
+    values = weights if weights is not None else dict(model.named_parameters())
+    return {name: values[name].detach().float() for name, param in model.named_parameters() if param.requires_grad}
 
 
 def _rank_world(accelerator: Any) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,41 @@ def test_shipped_deepspeed_configs(tmp_path: Path, stage: int) -> None:
         ("[train]\nsteps = 1\n[log]\neval_hook = \"no_such_module_xyz:hook\"\n", r"log\.eval_hook: cannot import"),
         ("[train]\nsteps = 1\n[optim]\nschedule = \"step\"\n", r"optim\.schedule"),
         ("[train\nsteps = 1\n", r"invalid TOML"),
+        ("[train]\nsteps = 1\n[log]\nsave_dtype = \"float16\"\n", r"log\.save_dtype: must be one of float32, bfloat16"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("weight_decay", "nan"), ("weight_decay", "inf"), ("weight_decay", "-0.01"),
+        ("max_grad_norm", "nan"), ("max_grad_norm", "inf"), ("max_grad_norm", "-1.0"),
+        ("lr", "nan"), ("lr", "inf"), ("lr", "-3e-5"),
+        ("temperature", "nan"), ("temperature", "inf"), ("temperature", "0.0"),
+        ("warmup_steps", "-1"),
+    ],
+)
+def test_non_finite_or_negative_optimizer_values_name_the_key(tmp_path: Path, key: str, value: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[train]\nsteps = 1\n[optim]\n{key} = {value}\n")
+    shown = value if key == "warmup_steps" else str(float(value))
+    with pytest.raises(ConfigError, match=rf"bad\.toml: optim\.{key}: must be .*, not {re.escape(shown)}$"):
+        load_config(path)
+
+
+def test_eval_hook_with_the_wrong_signature_fails_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "two_arg_hook.py").write_text("def hook(encoder, step):\n    return {}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nsteps = 1\n[log]\neval_every = 1\neval_hook = "two_arg_hook:hook"\n')
+    with pytest.raises(ConfigError, match=r"log\.eval_hook: two_arg_hook:hook: takes \(encoder, step\), but it is "
+                                          r"called as hook\(encoder, step=\.\.\., output_dir=\.\.\.\)"):
         load_config(path)
 
 
@@ -100,6 +130,47 @@ def test_data_and_model_errors_come_before_heavy_work(
     config = load_config(write_config(tmp_path, tiny_model_dir, parallel_jsonl, **sections))
     with pytest.raises(ConfigError, match=match):
         train(config, show_progress=False)
+
+
+def test_eval_fn_with_the_wrong_signature_fails_before_the_model_loads(
+    tmp_path: Path, tiny_model_dir: Path, parallel_jsonl: Path, no_model_loading: None
+) -> None:
+    config = load_config(write_config(tmp_path, tiny_model_dir, parallel_jsonl, log={"eval_every": 1}))
+    with pytest.raises(ConfigError, match=r"train\(eval_fn=\.\.\.\): takes \(encoder\)"):
+        train(config, eval_fn=lambda encoder: None, show_progress=False)
+
+
+@pytest.mark.parametrize("key", ["query_max_length", "passage_max_length"])
+def test_max_length_beyond_the_position_table_fails_before_step_1(
+    tmp_path: Path, tiny_model_dir: Path, parallel_jsonl: Path, key: str
+) -> None:
+    # The tiny XLM-R has 66 position rows; positions start at padding_idx + 1 = 2, so 64 tokens fit.
+    rows = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    config = load_config(write_config(tmp_path, tiny_model_dir, parallel_jsonl, model={key: rows - 1}))
+    with pytest.raises(ConfigError, match=rf"model\.{key}: {rows - 1} is more than this model's {rows - 2} positions "
+                                          rf"\(max_position_embeddings {rows} minus 2 reserved by xlm-roberta's"):
+        train(config, show_progress=False)
+    assert not (Path(config.train.output_dir) / "metrics.jsonl").exists()
+
+
+def test_max_length_limit_follows_the_position_numbering() -> None:
+    from transformers import BertConfig, XLMRobertaConfig
+
+    from hybridfast.train.config import TrainConfig, check_against_model
+
+    def config(length: int) -> TrainConfig:
+        cfg = TrainConfig(source="c.toml")
+        cfg.model.passage_max_length = length
+        return cfg
+
+    xlmr, bert = XLMRobertaConfig(max_position_embeddings=514, pad_token_id=1), BertConfig(max_position_embeddings=512)
+    check_against_model(config(512), xlmr)
+    check_against_model(config(512), bert)
+    with pytest.raises(ConfigError, match=r"model\.passage_max_length: 513 .* 512 positions"):
+        check_against_model(config(513), xlmr)
+    with pytest.raises(ConfigError, match=r"model\.passage_max_length: 513 .* 512 positions \(max_position_embeddings "
+                                          r"512\); set it to at most 512"):
+        check_against_model(config(513), bert)
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
