@@ -77,31 +77,60 @@ def eval_command(
 
 @app.command("compare")
 def compare_command(
-    a: Path = typer.Argument(..., help="Result JSON of system A (the baseline)."),
-    b: Path = typer.Argument(..., help="Result JSON of system B."),
-    resamples: int = typer.Option(10_000, "--resamples", help="Random sign flips and bootstrap resamples per test."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the randomization test and the bootstrap."),
+    a: str = typer.Argument(..., help="Result JSON of system A (the baseline); several training seeds: A0.json,A1.json."),
+    b: str = typer.Argument(..., help="Result JSON of system B; several training seeds: B0.json,B1.json,B2.json."),
+    unit: str = typer.Option(
+        "question", "--unit", help="What is resampled together: question (its translations), article, or query "
+        "(independent queries: BEIR, Tatoeba, or files without cluster labels)."),
+    sensitivity: str = typer.Option("article", "--sensitivity", help="Other units tested too, comma-separated ('' for none)."),
+    primary: str | None = typer.Option(
+        None, "--primary", help="Primary endpoints, declared before looking: setting/metric, comma-separated (e.g. "
+        "multi/map,multi/rank_distance). Only they get a verdict, Holm-adjusted; the rest is exploratory. "
+        "Default: every row is primary."),
+    margin: str | None = typer.Option(
+        None, "--margin", help="Equivalence margins per metric for TOST, e.g. map=0.01,rank_distance=10."),
+    resamples: int = typer.Option(10_000, "--resamples", help="Bootstrap resamples per test."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise significance level (Holm-Bonferroni)."),
     out: Path | None = typer.Option(None, "--out", help="Also write the comparison as JSON."),
 ) -> None:
-    """Paired significance tests of B against A over shared queries, for every shared setting and metric.
+    """Test B against A for every shared setting and metric, with training seeds and query clusters resampled.
 
-    Each row: means of A and B, B − A with its bootstrap 95% CI, the paired randomization test's p-value and
-    its Holm-Bonferroni adjusted value; "significant" uses the adjusted p-value.
+    Each row: means of A and B, B − A with its 95% CI and p-value from a bootstrap that resamples each system's
+    seed files and the queries' clusters (the translations of one question together), the Holm-Bonferroni
+    adjusted p of the primary rows with their verdict, the same test at the sensitivity units, and with
+    --margin an equivalence test (TOST) for claims of "no difference".
+
+    Example: hybridfast eval compare x-y-seed0.json,x-y-seed1.json hybrid-seed0.json,hybrid-seed1.json --primary multi/map
     """
     import json
 
     from hybridfast.eval.compare import compare_results, comparison_markdown
     from hybridfast.eval.results import load_result
 
+    def files(value: str) -> list[Path]:
+        return [Path(part.strip()) for part in value.split(",") if part.strip()]
+
     try:
-        if resamples < 1:
-            raise HybridfastError(f"--resamples must be at least 1, not {resamples}")
-        comparison = compare_results(load_result(a), load_result(b), n_resamples=resamples, seed=seed, alpha=alpha)
+        margins = {}
+        for item in (margin or "").split(","):
+            if item.strip():
+                name, _, value = item.partition("=")
+                try:
+                    margins[name.strip()] = float(value)
+                except ValueError:
+                    raise HybridfastError(f"--margin: expected metric=number, got {item.strip()!r}") from None
+        comparison = compare_results(
+            [load_result(path) for path in files(a)], [load_result(path) for path in files(b)],
+            n_resamples=resamples, seed=seed, alpha=alpha, unit=unit,
+            sensitivity_units=[u.strip() for u in sensitivity.split(",") if u.strip()],
+            primary=[e.strip() for e in primary.split(",") if e.strip()] if primary is not None else None,
+            margins=margins or None,
+        )
     except HybridfastError as error:
         typer.echo(f"hybridfast eval compare: {error}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"A = {a} ({comparison['a']['model']})\nB = {b} ({comparison['b']['model']})\n")
+    typer.echo(f"A = {a} ({comparison['a']['seeds']} file(s))\nB = {b} ({comparison['b']['seeds']} file(s))\n")
     typer.echo(comparison_markdown(comparison))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

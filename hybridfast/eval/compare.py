@@ -1,110 +1,245 @@
-"""Compare two `hybridfast eval` result files query by query.
+"""Compare `hybridfast eval` results of two systems, each given as one result file per training seed.
 
-For every setting and metric that both files hold per query, the scores are paired on the query ids
-present (and scored) in both, and tested with a two-sided paired randomization test and a percentile
-bootstrap 95% CI of the mean difference B - A (`hybridfast.eval.significance`). All p-values of one
-comparison form one family: they are Holm-Bonferroni adjusted, and a difference is called significant when
-its adjusted p-value is below alpha. Means are over the shared queries (micro), so they can differ slightly
-from the files' macro-averaged headline numbers.
+For every setting and metric that all files hold per query, the scores are paired on the query ids present and
+scored in every file, and B − A is tested with the two-factor bootstrap of `hybridfast.eval.significance`:
+training seeds and query *clusters* are resampled together. The resampling unit (`unit`) is the cluster level
+stored in the result files (`per_query[setting]["clusters"]`): for LAReQA, "question" keeps the translations of
+one question together and "article" the questions of one article; "query" treats every query as independent,
+which is right only where queries are (BEIR, Tatoeba) and is the fallback, with a note, where a file has no
+labels. Every other level in `sensitivity_units` is tested too and reported beside the primary unit's result.
+
+Endpoints. `primary` names the (setting/metric) endpoints declared before looking at results: only they get a
+verdict, after Holm-Bonferroni over all primary tests of the comparison (`family_holm` widens the family to
+several comparisons). Every other row is *exploratory*: its estimate, CI and unadjusted p-value are shown, no
+verdict. Without `primary` every row is primary (one family, the conservative default). `margins` ({metric:
+m}) adds an equivalence test (TOST, |Δ| < m) per row, which is what a claim of "no effect" needs.
+
+Means are over the shared queries (micro), so they can differ slightly from the files' macro-averaged headline
+numbers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from hybridfast.errors import HybridfastError
-from hybridfast.eval.results import format_value, markdown_table
-from hybridfast.eval.significance import bootstrap_ci, holm_bonferroni, paired_randomization_test
+from hybridfast.eval.results import CLUSTERS_KEY, block_metrics, format_value, markdown_table
+from hybridfast.eval.significance import hierarchical_bootstrap, holm_bonferroni
 
 LOWER_IS_BETTER = frozenset({"rank_distance"})
+CLUSTER_UNITS = ("question", "article", "query")
+Results = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
 
 def compare_results(
-    a: dict[str, Any],
-    b: dict[str, Any],
+    a: Results,
+    b: Results,
     *,
     n_resamples: int = 10_000,
     seed: int = 0,
     alpha: float = 0.05,
+    unit: str = "question",
+    sensitivity_units: Sequence[str] = ("article",),
+    primary: Sequence[str] | None = None,
+    margins: Mapping[str, float] | None = None,
+    labels: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Paired tests of B against A for every shared (setting, metric); returns rows and notes."""
-    if not 0.0 < alpha < 1.0:
-        raise HybridfastError(f"alpha must be between 0 and 1, not {alpha}")
-    if a.get("task") != b.get("task"):
-        raise HybridfastError(f"cannot compare a {a.get('task')!r} result with a {b.get('task')!r} result")
-    notes = []
-    if a.get("data") != b.get("data"):
-        notes.append(f"the runs used different data paths: {a.get('data')!r} and {b.get('data')!r}")
+    """Test B against A (each a result dict or one per training seed) for every shared (setting, metric).
+
+    `primary`: "setting/metric" names of the primary endpoints (None: every row). Returns the rows (estimate,
+    CI, p, Holm-adjusted p and verdict for primary rows, sensitivity and equivalence results) and notes.
+    """
+    if not 0.0 < alpha < 0.5:
+        raise HybridfastError(f"alpha must be between 0 and 0.5, not {alpha}")
+    if n_resamples < 1:
+        raise HybridfastError(f"resamples must be at least 1, not {n_resamples}")
+    for name in (unit, *sensitivity_units):
+        if name not in CLUSTER_UNITS:
+            raise HybridfastError(f"unknown resampling unit {name!r}; use one of {', '.join(CLUSTER_UNITS)}")
+    runs_a, runs_b = _as_list(a, "A"), _as_list(b, "B")
+    tasks = {run.get("task") for run in [*runs_a, *runs_b]}
+    if len(tasks) != 1:
+        raise HybridfastError(f"cannot compare results of different tasks: {sorted(map(str, tasks))}")
+    notes: list[str] = []
+    data = {run.get("data") for run in [*runs_a, *runs_b]}
+    if len(data) > 1:
+        notes.append(f"the runs used different data paths: {sorted(map(str, data))}")
     rows: list[dict[str, Any]] = []
-    for setting, block_a in a["per_query"].items():
-        block_b = b["per_query"].get(setting)
-        if block_b is None:
+    fallback: list[str] = []
+    for setting in runs_a[0]["per_query"]:
+        blocks = [run["per_query"].get(setting) for run in [*runs_a, *runs_b]]
+        if any(block is None for block in blocks):
             continue
-        metrics = [m for m in block_a if m != "ids" and m in block_b]
-        index_b = {query_id: i for i, query_id in enumerate(block_b["ids"])}
-        shared = [(i, index_b[q]) for i, q in enumerate(block_a["ids"]) if q in index_b]
+        metrics = [m for m in block_metrics(blocks[0]) if all(m in block for block in blocks)]
         for metric in metrics:
-            pairs = [(block_a[metric][i], block_b[metric][j]) for i, j in shared]
-            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-            if not pairs:
+            table = _paired_table(blocks, metric, len(runs_a))
+            if table is None:
                 continue
-            scores_a = np.array([x for x, _ in pairs], dtype=np.float64)
-            scores_b = np.array([y for _, y in pairs], dtype=np.float64)
-            low, high = bootstrap_ci(scores_a, scores_b, n_resamples=n_resamples, seed=seed)
-            rows.append({
-                "setting": setting,
-                "metric": metric,
-                "queries": len(pairs),
-                "mean_a": float(scores_a.mean()),
-                "mean_b": float(scores_b.mean()),
-                "diff": float((scores_b - scores_a).mean()),
-                "ci_low": low,
-                "ci_high": high,
-                "p": paired_randomization_test(scores_a, scores_b, n_resamples=n_resamples, seed=seed),
-            })
+            ids, scores_a, scores_b, clusters = table
+            if unit != "query" and unit not in clusters:
+                fallback.append(setting)
+            row = _test_row(setting, metric, ids, scores_a, scores_b, clusters, unit, sensitivity_units,
+                            n_resamples, seed, margins, alpha)
+            rows.append(row)
     if not rows:
-        raise HybridfastError("the two result files share no per-query scores (no common setting, metric and query)")
-    for row, adjusted in zip(rows, holm_bonferroni([row["p"] for row in rows]), strict=True):
-        row["p_holm"] = float(adjusted)
-        row["significant"] = bool(adjusted < alpha)
-        better = row["diff"] < 0 if row["metric"] in LOWER_IS_BETTER else row["diff"] > 0
-        row["better"] = "B" if row["significant"] and better else "A" if row["significant"] else ""
+        raise HybridfastError("the result files share no per-query scores (no common setting, metric and query)")
+    declared = set(primary) if primary is not None else None
+    if declared is not None:
+        unknown = sorted(declared - {f"{r['setting']}/{r['metric']}" for r in rows})
+        if unknown:
+            raise HybridfastError(f"primary endpoints not in the results: {', '.join(unknown)}")
+    for row in rows:
+        row["role"] = "primary" if declared is None or f"{row['setting']}/{row['metric']}" in declared else "exploratory"
+    primary_rows = [row for row in rows if row["role"] == "primary"]
+    for row, adjusted in zip(primary_rows, holm_bonferroni([row["p"] for row in primary_rows]), strict=True):
+        _verdict(row, float(adjusted), alpha)
+    for row in rows:
+        if row["role"] == "exploratory":
+            row.update(p_holm=None, significant=None, better="")
+    if fallback:
+        notes.append(f"no {unit!r} cluster labels in setting(s) {', '.join(sorted(set(fallback)))}: queries were "
+                     "resampled as independent units there")
     notes.append(
-        f"{len(rows)} tests form one family: p-values are Holm-Bonferroni adjusted (family-wise error rate "
-        f"{alpha}); unadjusted p-values are shown for reference. Randomization test and bootstrap use "
-        f"{n_resamples} resamples, seed {seed}."
+        f"{len(primary_rows)} primary test(s) form one family: their p-values are Holm-Bonferroni adjusted "
+        f"(family-wise error rate {alpha}); {len(rows) - len(primary_rows)} exploratory row(s) get no verdict. "
+        f"Two-factor bootstrap ({n_resamples} resamples, seed {seed}): {len(runs_a)} seed(s) of A and "
+        f"{len(runs_b)} of B resampled independently, {unit}s resampled together for both."
     )
     return {
-        "a": {"model": a.get("model"), "task": a.get("task"), "data": a.get("data")},
-        "b": {"model": b.get("model"), "task": b.get("task"), "data": b.get("data")},
+        "a": {"model": labels[0] if labels else runs_a[0].get("model"), "seeds": len(runs_a),
+              "files": [run.get("model") for run in runs_a], "task": runs_a[0].get("task")},
+        "b": {"model": labels[1] if labels else runs_b[0].get("model"), "seeds": len(runs_b),
+              "files": [run.get("model") for run in runs_b], "task": runs_b[0].get("task")},
         "alpha": alpha,
         "n_resamples": n_resamples,
         "seed": seed,
+        "unit": unit,
+        "sensitivity_units": [u for u in sensitivity_units if u != unit],
+        "primary": sorted(declared) if declared is not None else None,
+        "margins": dict(margins or {}),
         "rows": rows,
         "notes": notes,
     }
 
 
-def comparison_markdown(comparison: dict[str, Any]) -> str:
+def _as_list(results: Results, name: str) -> list[Mapping[str, Any]]:
+    runs = [results] if isinstance(results, Mapping) else list(results)
+    if not runs:
+        raise HybridfastError(f"system {name}: no result files")
+    return runs
+
+
+def _paired_table(blocks: Sequence[Mapping[str, Any]], metric: str, n_a: int
+                  ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, list[str]]] | None:
+    """Query ids scored in every file, the [seeds, queries] matrices of A and B, and the cluster labels."""
+    indexes = [{query_id: i for i, query_id in enumerate(block["ids"])} for block in blocks]
+    ids = [q for q in blocks[0]["ids"] if all(q in index for index in indexes)]
+    ids = [q for q in ids if all(block[metric][index[q]] is not None for block, index in zip(blocks, indexes, strict=True))]
+    if not ids:
+        return None
+    matrix = np.array([[block[metric][index[q]] for q in ids] for block, index in zip(blocks, indexes, strict=True)],
+                      dtype=np.float64)
+    clusters: dict[str, list[str]] = {}
+    for level in blocks[0].get(CLUSTERS_KEY, {}):
+        per_file = [block.get(CLUSTERS_KEY, {}).get(level) for block in blocks]
+        if any(found is None for found in per_file):
+            continue
+        mapped = [[found[index[q]] for q in ids] for found, index in zip(per_file, indexes, strict=True)]
+        if any(m != mapped[0] for m in mapped[1:]):
+            raise HybridfastError(f"the result files disagree on the {level!r} cluster of some queries")
+        clusters[level] = mapped[0]
+    return ids, matrix[:n_a], matrix[n_a:], clusters
+
+
+def _test_row(setting: str, metric: str, ids: list[str], scores_a: np.ndarray, scores_b: np.ndarray,
+              clusters: Mapping[str, list[str]], unit: str, sensitivity_units: Sequence[str], n_resamples: int,
+              seed: int, margins: Mapping[str, float] | None, alpha: float) -> dict[str, Any]:
+    main_unit = unit if unit == "query" or unit in clusters else "query"
+    test = hierarchical_bootstrap(scores_a, scores_b, clusters.get(main_unit), n_resamples=n_resamples, seed=seed)
+    row: dict[str, Any] = {
+        "setting": setting,
+        "metric": metric,
+        "queries": len(ids),
+        "unit": main_unit,
+        "clusters": test.clusters,
+        "seeds_a": test.seeds_a,
+        "seeds_b": test.seeds_b,
+        "mean_a": float(scores_a.mean()),
+        "mean_b": float(scores_b.mean()),
+        "diff": test.diff,
+        "ci_low": test.ci_low,
+        "ci_high": test.ci_high,
+        "p": test.p,
+        "sensitivity": {},
+    }
+    for level in sensitivity_units:
+        if level == main_unit or (level != "query" and level not in clusters):
+            continue
+        other = hierarchical_bootstrap(scores_a, scores_b, clusters.get(level), n_resamples=n_resamples, seed=seed)
+        row["sensitivity"][level] = {"clusters": other.clusters, "ci_low": other.ci_low, "ci_high": other.ci_high,
+                                     "p": other.p}
+    margin = (margins or {}).get(metric)
+    if margin is not None:
+        low, high = test.interval(1.0 - 2.0 * alpha)
+        p_tost = test.equivalence_p(margin)
+        row["equivalence"] = {"margin": margin, "ci_low": low, "ci_high": high, "p": p_tost,
+                              "equivalent": bool(p_tost < alpha)}
+    return row
+
+
+def _verdict(row: dict[str, Any], p_holm: float, alpha: float) -> None:
+    row["p_holm"] = p_holm
+    row["significant"] = bool(p_holm < alpha)
+    better = row["diff"] < 0 if row["metric"] in LOWER_IS_BETTER else row["diff"] > 0
+    row["better"] = ("B" if better else "A") if row["significant"] else ""
+
+
+def family_holm(comparisons: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
+    """Holm-Bonferroni over the primary rows of several comparisons (`{name: compare_results(...)}`): one
+    family, one family-wise error rate. Returns every primary test with its family-adjusted p and verdict."""
+    tests = []
+    for name, comparison in comparisons.items():
+        for row in comparison["rows"]:
+            if row["role"] != "primary":
+                continue
+            tests.append({"comparison": name, "a": comparison["a"]["model"], "b": comparison["b"]["model"],
+                          "task": comparison["a"]["task"], "setting": row["setting"], "metric": row["metric"],
+                          "diff": row["diff"], "ci_low": row["ci_low"], "ci_high": row["ci_high"], "p": row["p"],
+                          "unit": row["unit"], "clusters": row["clusters"], "sensitivity": row["sensitivity"],
+                          "equivalence": row.get("equivalence")})
+    for test, adjusted in zip(tests, holm_bonferroni([t["p"] for t in tests]), strict=True):
+        _verdict(test, float(adjusted), alpha)
+    return {"alpha": alpha, "family_size": len(tests), "tests": tests,
+            "note": f"Holm-Bonferroni over all {len(tests)} primary tests of {len(comparisons)} comparisons"}
+
+
+def comparison_markdown(comparison: Mapping[str, Any]) -> str:
     """The comparison as a markdown table, then one line per significant difference and the notes."""
-    header = ["setting", "metric", "n", "A", "B", "B − A", "95% CI", "p", "p (Holm)", "significant"]
-    table_rows = [
-        [r["setting"], r["metric"], r["queries"], r["mean_a"], r["mean_b"], r["diff"],
-         f"[{format_value(r['ci_low'])}, {format_value(r['ci_high'])}]", r["p"], r["p_holm"],
-         f"yes ({r['better']} better)" if r["significant"] else "no"]
-        for r in comparison["rows"]
-    ]
+    units = [comparison["unit"], *comparison["sensitivity_units"]]
+    header = ["setting", "metric", "role", "n", "A", "B", "B − A", f"95% CI ({comparison['unit']})", "p", "p (Holm)",
+              "significant", *[f"p ({u})" for u in units[1:]]]
+    if comparison["margins"]:
+        header.append("TOST p (|B − A| < margin)")
+    table_rows = []
+    for r in comparison["rows"]:
+        verdict = "exploratory" if r["role"] == "exploratory" else (f"yes ({r['better']} better)" if r["significant"] else "no")
+        cells = [r["setting"], r["metric"], r["role"], r["queries"], r["mean_a"], r["mean_b"], r["diff"],
+                 f"[{format_value(r['ci_low'])}, {format_value(r['ci_high'])}]", r["p"], r["p_holm"], verdict,
+                 *[r["sensitivity"].get(u, {}).get("p") for u in units[1:]]]
+        if comparison["margins"]:
+            eq = r.get("equivalence")
+            cells.append(f"{format_value(eq['p'])} (±{eq['margin']:g})" if eq else "–")
+        table_rows.append(cells)
     lines = [markdown_table(header, table_rows), ""]
     significant = [r for r in comparison["rows"] if r["significant"]]
-    if significant:
-        for r in significant:
-            lines.append(
-                f"significant: {r['setting']} {r['metric']}: {r['better']} is better "
-                f"(B − A = {r['diff']:+.4f}, Holm p = {r['p_holm']:.4g})"
-            )
-    else:
-        lines.append(f"no difference is significant at alpha = {comparison['alpha']} after Holm-Bonferroni adjustment")
+    for r in significant:
+        lines.append(f"significant: {r['setting']} {r['metric']}: {r['better']} is better "
+                     f"(B − A = {r['diff']:+.4f}, Holm p = {r['p_holm']:.4g})")
+    if not significant:
+        lines.append(f"no primary difference is significant at alpha = {comparison['alpha']} after Holm-Bonferroni "
+                     "adjustment")
     lines.extend(f"note: {note}" for note in comparison["notes"])
     return "\n".join(lines)

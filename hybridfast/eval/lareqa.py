@@ -38,7 +38,7 @@ from hybridfast.eval.metrics import average_precision, hit_at_k, rank_distance, 
 from hybridfast.eval.results import encoder_info, finite_mean, markdown_table, new_result, per_query_block
 
 if TYPE_CHECKING:
-    from hybridfast.data.records import LareqaDataset
+    from hybridfast.data.records import LareqaCandidate, LareqaDataset
     from hybridfast.encoder import FusedEncoder
 
 LAREQA_SETTINGS = ("mono", "cross", "multi")
@@ -79,7 +79,7 @@ def evaluate_lareqa(
     timer = EncodeTimer()
     candidate_embeddings = []
     for lang in languages:
-        texts = [f"{c.sentence} {c.context}" if with_context else c.sentence for c in pools[lang]]
+        texts = [candidate_text(c, with_context) for c in pools[lang]]
         candidate_embeddings.append(
             encode_texts(encoder, texts, "passage", batch_size=batch_size, label=f"{lang} candidates", progress=progress, timer=timer)
         )
@@ -168,6 +168,12 @@ def evaluate_lareqa(
         "total_s": round(time.perf_counter() - start, 3),
     }
     return result
+
+
+def candidate_text(candidate: LareqaCandidate, with_context: bool) -> str:
+    """The text encoded for a candidate: its sentence, or (LAReQA's format, Roy et al. 2020) the sentence
+    followed by its paragraph, so that the encoder sees the answer in context."""
+    return f"{candidate.sentence} {candidate.context}" if with_context else candidate.sentence
 
 
 def lareqa_markdown(result: dict[str, Any]) -> str:
