@@ -1,47 +1,64 @@
-"""The HTTP embeddings API: OpenAI-compatible `/v1/embeddings`, `/search`, `/health`, `/metrics`.
+"""The HTTP embeddings API: OpenAI-compatible `/v1/embeddings` and `/v1/models`, `/search`, `/health`, `/metrics`.
 
-Request path (after text-embeddings-inference's `queue.rs` / `infer.rs`):
+This module is the HTTP layer only: it validates bodies, tokenizes off the event loop, hands each request's
+token ids to the :class:`~hybridfast.serve.scheduler.Scheduler` (bounded token queue, fair round-robin
+batches, deadlines, cancellation) and translates results and errors into responses.
 
-1. A handler validates the JSON body and tokenizes its texts in a worker thread, so the
-   event loop never runs the tokenizer; token counts give the limits and `usage`.
-2. Each input joins one asyncio queue. A single collector takes the oldest input, then keeps
-   taking inputs, from any request, until the batch would exceed `max_batch_tokens` real
-   tokens or `max_wait_ms` has passed since the first one.
-3. On a dedicated thread the batch runs through `FusedEncoder.encode_token_ids`, the lean
-   path of `FusedEncoder.encode` (length-sorted, packed or padded forwards within the same
-   budget; the checkpoint's pooling and normalization), and the rows go back to the
-   requests' futures. A request resolves once all its inputs are embedded.
+Request path:
 
-A batch that raises is re-run one request at a time, so only the request that breaks the
-encoder gets a 500; the collector itself never stops. Errors use OpenAI's shape,
-``{"error": {"message", "type", "param", "code"}}``.
+1. :class:`_Gatekeeper` (ASGI middleware) checks the bearer key, reads the body within ``max_body_bytes``
+   and ``read_timeout_s``, and turns any exception nobody handled into a JSON 500, so every error reaches the
+   client in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, and the keep-alive
+   connection stays usable. ``ERROR_KINDS`` is the one table from error kind to status and type.
+2. A handler validates the texts (non-empty, valid Unicode: a JSON ``"\\ud800"`` decodes to a lone surrogate
+   that no tokenizer accepts), checks ``model`` against the served name, and tokenizes in a worker thread.
+3. The scheduler admits the request or answers 429 (queue full) / 413 (larger than the whole queue); the
+   handler then waits for the rows, the deadline (504), or the client hanging up, which cancels the request.
+
+uvicorn runs it with :func:`uvicorn_config`, whose h11 protocol also puts a deadline on request heads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import json
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
-from bisect import bisect_left
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hybridfast.encoder import FusedEncoder, TextKind
 from hybridfast.errors import HybridfastError
 from hybridfast.index import search_index
+from hybridfast.serve.metrics import ServerMetrics
+from hybridfast.serve.scheduler import (
+    DeadlineExceeded,
+    EncoderFailed,
+    Job,
+    QueueFull,
+    RequestTooLarge,
+    Scheduler,
+    SchedulerError,
+    SchedulerStopped,
+)
 from hybridfast.tokenization import ParallelTokenizer
 
 logger = logging.getLogger("hybridfast.serve")
@@ -56,347 +73,117 @@ InputType = Literal["query", "passage", "raw"]
 INPUT_KINDS: dict[str, TextKind | None] = {"query": "query", "passage": "passage", "raw": None}
 MAX_SEARCH_K = 1000
 OPEN_PATHS = frozenset({"/health"})
-ENDPOINTS = ("/v1/embeddings", "/search", "/health", "/metrics")
+ENDPOINTS = ("/v1/embeddings", "/v1/models", "/search", "/health", "/metrics")
+# The default queue bound, in batches: on CPU (2,048-token batches) 131,072 tokens, one request at the
+# default input limits (256 inputs × 512 tokens); see hybridfast.serve.scheduler for why tokens.
+QUEUE_BATCHES = 64
+# /health says "saturated" from this fraction of the queue bound on: new large requests may get 429.
+SATURATED_AT = 0.9
+# Seconds an idle keep-alive connection stays open. Longer than HTTP clients' own idle expiry (httpx: 5 s) so
+# that the client, not the server, closes it: a server closing at the moment the client reuses the connection
+# resets that request (uvicorn's default is 5 s, the same as httpx's, and lost such races under load).
+KEEP_ALIVE_S = 30
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Limits and batching knobs of one server; the CLI flags of `hybridfast serve`."""
+    """Limits, timeouts and batching knobs of one server; the CLI flags of `hybridfast serve`."""
 
     max_batch_tokens: int | None = None  # None: the encoder's default_batch_tokens (GPU 16384, CPU 2048)
     max_wait_ms: float = 5.0
+    max_queue_tokens: int | None = None  # None: QUEUE_BATCHES × max_batch_tokens
     max_inputs_per_request: int = 256
     max_tokens_per_input: int = 512
     truncate: bool = True
     max_body_bytes: int = 4 * 1024 * 1024
+    request_timeout_s: float | None = 120.0
+    read_timeout_s: float = 30.0
     api_key: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_tokens", "max_inputs_per_request", "max_tokens_per_input", "max_body_bytes"):
+        for name in ("max_batch_tokens", "max_queue_tokens", "max_inputs_per_request", "max_tokens_per_input",
+                     "max_body_bytes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise HybridfastError(f"server settings: {name} must be at least 1, not {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise HybridfastError(f"server settings: max_wait_ms must be at least 0, not {self.max_wait_ms}")
+        for name in ("request_timeout_s", "read_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise HybridfastError(f"server settings: {name} must be a positive number of seconds, not {value}")
         if self.api_key is not None and not self.api_key:
             raise HybridfastError("server settings: api_key must not be empty (leave it out to disable auth)")
 
+    def batch_tokens(self, encoder: FusedEncoder) -> int:
+        return self.max_batch_tokens or encoder.default_batch_tokens
+
+    def queue_tokens(self, encoder: FusedEncoder) -> int:
+        return self.max_queue_tokens or QUEUE_BATCHES * self.batch_tokens(encoder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: one table from kind to HTTP status and OpenAI error type
+# ---------------------------------------------------------------------------------------------
+
+ERROR_KINDS: dict[str, tuple[int, str]] = {
+    "invalid_request": (400, "invalid_request_error"),
+    "authentication": (401, "authentication_error"),
+    "not_found": (404, "not_found_error"),
+    "model_not_found": (404, "invalid_request_error"),  # what OpenAI answers for an unknown model
+    "method_not_allowed": (405, "invalid_request_error"),
+    "read_timeout": (408, "invalid_request_error"),
+    "too_large": (413, "invalid_request_error"),
+    "overloaded": (429, "rate_limit_error"),
+    "client_closed": (499, "client_closed_request"),  # nginx's code; logged and counted, never received
+    "internal": (500, "server_error"),
+    "encoder_failed": (500, "server_error"),
+    "unavailable": (503, "service_unavailable"),
+    "timeout": (504, "timeout_error"),
+}
+SCHEDULER_ERROR_KINDS: dict[type[SchedulerError], tuple[str, str]] = {
+    QueueFull: ("overloaded", "queue_full"),
+    RequestTooLarge: ("too_large", "request_too_large"),
+    DeadlineExceeded: ("timeout", "request_timeout"),
+    EncoderFailed: ("encoder_failed", "encoder_error"),
+    SchedulerStopped: ("unavailable", "worker_unavailable"),
+}
+HTTP_STATUS_KINDS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
 
 class APIError(Exception):
-    """An error answered as OpenAI does: an HTTP status and ``{"error": {...}}``."""
+    """An error answered as OpenAI does: ``{"error": {"message", "type", "param", "code"}}``; see ERROR_KINDS."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-             405: "invalid_request_error", 413: "invalid_request_error", 503: "service_unavailable"}
-
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+    def __init__(self, kind: str, message: str, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.type = ERROR_KINDS[kind]
         self.message = message
-        self.code = code
+        self.code = code or kind
         self.param = param
+        self.headers = dict(headers or {})
+        if self.status == 401:
+            self.headers["WWW-Authenticate"] = "Bearer"
 
-    def body(self) -> dict[str, Any]:
-        kind = self.TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
-        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+    @classmethod
+    def from_scheduler(cls, err: SchedulerError) -> APIError:
+        kind, code = SCHEDULER_ERROR_KINDS[type(err)]
+        headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, QueueFull) else None
+        return cls(kind, str(err), code=code, headers=headers)
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return _ErrorResponse(body, status_code=self.status, headers=self.headers)
+
+
+class _ErrorResponse(JSONResponse):
+    """JSON escaped to ASCII: a message may quote client text holding lone surrogates, which UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------
-# Metrics (Prometheus text exposition format 0.0.4)
-# ---------------------------------------------------------------------------------------------
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{name}="{value}"' for name, value in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-class Counter:
-    """A monotone counter, optionally split by labels."""
-
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()):
-        self.name, self.help_text, self.label_names = name, help_text, tuple(label_names)
-        self._values: dict[tuple[str, ...], float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
-
-    def value(self, *labels: str) -> float:
-        with self._lock:
-            return self._values.get(labels, 0.0)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} counter"]
-        with self._lock:
-            items = sorted(self._values.items()) or ([((), 0.0)] if not self.label_names else [])
-        lines += [f"{self.name}{_labels(self.label_names, key)} {_number(value)}" for key, value in items]
-        return lines
-
-
-class Histogram:
-    """Cumulative-bucket histogram: counts per upper bound `le`, plus sum and count."""
-
-    def __init__(self, name: str, help_text: str, buckets: Sequence[float], label_names: Sequence[str] = ()):
-        self.name, self.help_text, self.label_names = name, help_text, tuple(label_names)
-        self.buckets = tuple(sorted(buckets))
-        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, *labels: str) -> None:
-        with self._lock:
-            counts, total = self._series.setdefault(labels, ([0] * (len(self.buckets) + 1), [0.0]))
-            counts[bisect_left(self.buckets, value)] += 1
-            total[0] += value
-
-    def count(self, *labels: str) -> int:
-        with self._lock:
-            series = self._series.get(labels)
-            return sum(series[0]) if series else 0
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} histogram"]
-        with self._lock:
-            series = sorted((key, (list(c), t[0])) for key, (c, t) in self._series.items())
-        for key, (counts, total) in series:
-            running = 0
-            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
-                running += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                lines.append(f"{self.name}_bucket{_labels(self.label_names, key, f'le={chr(34)}{le}{chr(34)}')} "
-                             f"{running}")
-            lines.append(f"{self.name}_sum{_labels(self.label_names, key)} {_number(total)}")
-            lines.append(f"{self.name}_count{_labels(self.label_names, key)} {running}")
-        return lines
-
-
-class ServerMetrics:
-    """Everything `GET /metrics` reports."""
-
-    def __init__(self) -> None:
-        latency_buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-        size_buckets = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-        self.requests = Counter("hybridfast_http_requests_total", "HTTP requests answered, by endpoint and status.",
-                                ("endpoint", "status"))
-        self.errors = Counter("hybridfast_http_errors_total", "HTTP requests answered with status >= 400.",
-                              ("endpoint",))
-        self.latency = Histogram("hybridfast_http_request_duration_seconds",
-                                 "Time from request start to the last response byte.", latency_buckets, ("endpoint",))
-        self.batch_inputs = Histogram("hybridfast_batch_inputs",
-                                      "Inputs per dynamic batch (gathered across concurrent requests).",
-                                      size_buckets)
-        self.batch_tokens = Histogram("hybridfast_batch_tokens", "Real (unpadded) tokens per dynamic batch.",
-                                      tuple(16 * b for b in size_buckets))
-        self.forward_seconds = Histogram("hybridfast_batch_duration_seconds",
-                                         "Seconds to embed one dynamic batch.", latency_buckets)
-        self.inputs = Counter("hybridfast_embedded_inputs_total", "Inputs embedded.")
-        self.batch_failures = Counter("hybridfast_batch_failures_total", "Encoder forwards that raised.")
-        self.queue_depth: Callable[[], int] = lambda: 0
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in (self.requests, self.errors, self.latency, self.batch_inputs, self.batch_tokens,
-                       self.forward_seconds, self.inputs, self.batch_failures):
-            lines += metric.render()
-        lines += ["# HELP hybridfast_queue_depth Inputs waiting for the encoder.",
-                  "# TYPE hybridfast_queue_depth gauge", f"hybridfast_queue_depth {self.queue_depth()}"]
-        return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# Dynamic batching
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Request:
-    """One request's share of the queue: its output rows and how many are still missing."""
-
-    future: asyncio.Future[np.ndarray]
-    out: np.ndarray
-    remaining: int
-
-
-@dataclass(eq=False)
-class _Input:
-    request: _Request
-    row: int
-    ids: list[int]
-
-
-@dataclass
-class _Batch:
-    inputs: list[_Input] = field(default_factory=list)
-    tokens: int = 0
-
-    def add(self, item: _Input) -> None:
-        self.inputs.append(item)
-        self.tokens += len(item.ids)
-
-
-class DynamicBatcher:
-    """Batches token-id inputs from concurrent requests into single encoder forwards.
-
-    `start` and `embed` run on the server's event loop; forwards run on one dedicated thread,
-    so the model sees one batch at a time while requests keep queueing.
-    """
-
-    def __init__(self, encoder: FusedEncoder, *, max_batch_tokens: int, max_wait_ms: float,
-                 metrics: ServerMetrics):
-        self.encoder = encoder
-        self.max_batch_tokens = max_batch_tokens
-        self.max_wait_s = max_wait_ms / 1000.0
-        self.metrics = metrics
-        self._queue: asyncio.Queue[_Input] | None = None
-        self._held: _Input | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def queue_depth(self) -> int:
-        return (self._queue.qsize() if self._queue is not None else 0) + (self._held is not None)
-
-    async def start(self) -> None:
-        """Warm the encoder up with one forward (a broken model fails here, not on a user), then collect."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridfast-forward")
-        warmup = self.encoder.tokenizer(["warm-up"])["input_ids"]
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, lambda: self.encoder.encode_token_ids(warmup, max_batch_tokens=self.max_batch_tokens)
-        )
-        self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._collect_forever(), name="hybridfast-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-        while self._queue is not None and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.request.future.done():
-                item.request.future.set_exception(APIError(503, "the server is shutting down"))
-
-    async def embed(self, token_ids: Sequence[list[int]]) -> np.ndarray:
-        """Embed tokenized inputs: [n, dim] float32, in input order."""
-        if self._queue is None or not self.alive:
-            raise APIError(503, "the encoder worker is not running", code="worker_unavailable")
-        loop = asyncio.get_running_loop()
-        request = _Request(loop.create_future(), np.empty((len(token_ids), self.encoder.dim), np.float32),
-                           len(token_ids))
-        if not token_ids:
-            return request.out
-        for row, ids in enumerate(token_ids):
-            self._queue.put_nowait(_Input(request, row, ids))
-        return await request.future
-
-    async def _next(self, timeout: float | None) -> _Input | None:
-        """The next input whose request still waits; None when `timeout` runs out first."""
-        assert self._queue is not None
-        while True:
-            if self._held is not None:
-                item, self._held = self._held, None
-            elif timeout is None:
-                item = await self._queue.get()
-            else:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    if timeout <= 0:
-                        return None
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), timeout)
-                    except TimeoutError:
-                        return None
-            if not item.request.future.done():
-                return item
-
-    async def _collect_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first = await self._next(None)
-            assert first is not None
-            batch = _Batch()
-            batch.add(first)
-            deadline = loop.time() + self.max_wait_s
-            while True:
-                item = await self._next(deadline - loop.time())
-                if item is None:
-                    break
-                if batch.tokens + len(item.ids) > self.max_batch_tokens:
-                    self._held = item
-                    break
-                batch.add(item)
-            try:
-                await self._run(batch)
-            except Exception:  # the collector must outlive any batch
-                logger.exception("batch of %d inputs failed outside the encoder", len(batch.inputs))
-
-    async def _run(self, batch: _Batch) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            rows = await loop.run_in_executor(self._executor, self._forward, [item.ids for item in batch.inputs])
-        except Exception as err:
-            self.metrics.batch_failures.inc()
-            requests = list(dict.fromkeys(item.request for item in batch.inputs))
-            if len(requests) == 1:
-                logger.warning("encoder forward failed: %r", err)
-                _fail(requests[0], err)
-                return
-            for request in requests:
-                alone = _Batch()
-                for item in batch.inputs:
-                    if item.request is request:
-                        alone.add(item)
-                await self._run(alone)
-            return
-        for item, row in zip(batch.inputs, rows, strict=True):
-            request = item.request
-            if request.future.done():
-                continue
-            request.out[item.row] = row
-            request.remaining -= 1
-            if request.remaining == 0:
-                request.future.set_result(request.out)
-
-    def _forward(self, token_ids: list[list[int]]) -> np.ndarray:
-        """Embed one collected batch on the forward thread: [n, dim] float32 in input order.
-
-        `FusedEncoder.encode_token_ids` is the lean path of `encode` (length-sorted batches
-        within the token budget, packed or padded), so the server embeds exactly as `encode`.
-        """
-        start = time.perf_counter()
-        rows = self.encoder.encode_token_ids(token_ids, max_batch_tokens=self.max_batch_tokens)
-        self.metrics.forward_seconds.observe(time.perf_counter() - start)
-        self.metrics.batch_inputs.observe(len(token_ids))
-        self.metrics.batch_tokens.observe(sum(len(ids) for ids in token_ids))
-        self.metrics.inputs.inc(amount=len(token_ids))
-        return rows
-
-
-def _fail(request: _Request, err: Exception) -> None:
-    if not request.future.done():
-        message = f"the encoder failed on this request: {type(err).__name__}: {err}"
-        request.future.set_exception(APIError(500, message, code="encoder_error"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Request bodies and tokenization
+# Request bodies, text checks and tokenization
 # ---------------------------------------------------------------------------------------------
 
 
@@ -427,16 +214,28 @@ class SearchRequest(BaseModel):
     k: int = Field(10, ge=1, le=MAX_SEARCH_K)
 
 
-def _texts(raw: str | list[Any]) -> list[str]:
-    if isinstance(raw, str):
-        return [raw]
-    for i, value in enumerate(raw):
+def checked_texts(raw: str | list[Any], param: str) -> list[str]:
+    """The texts of `raw` (one string or a list), each a non-blank string of valid Unicode, else a 400
+    naming the field and index."""
+    texts = [raw] if isinstance(raw, str) else raw
+    for i, value in enumerate(texts):
+        where = param if isinstance(raw, str) else f"{param}[{i}]"
         if isinstance(value, int) or (isinstance(value, list) and all(isinstance(v, int) for v in value)):
-            raise APIError(400, f"input[{i}]: token-id arrays are not supported; send text (this server "
-                                "tokenizes with the model's own tokenizer)", code="unsupported_input", param="input")
+            raise APIError("invalid_request", f"{where}: token-id arrays are not supported; send text (this "
+                           "server tokenizes with the model's own tokenizer)", code="unsupported_input", param=param)
         if not isinstance(value, str):
-            raise APIError(400, f"input[{i}]: expected a string, got {type(value).__name__}", param="input")
-    return list(raw)
+            raise APIError("invalid_request", f"{where}: expected a string, got {type(value).__name__}",
+                           param=param)
+        if not value.strip():
+            raise APIError("invalid_request", f"{where} is empty or only whitespace; there is nothing to embed",
+                           code="empty_input", param=param)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise APIError("invalid_request", f"{where} is not valid Unicode: a lone surrogate "
+                           f"U+{ord(value[err.start]):04X} at character {err.start} (a JSON \\u escape of half a "
+                           "UTF-16 pair)", code="invalid_unicode", param=param) from None
+    return list(texts)
 
 
 def tokenize_inputs(tokenizer: ParallelTokenizer, encoder: FusedEncoder, texts: Sequence[str],
@@ -452,8 +251,8 @@ def tokenize_inputs(tokenizer: ParallelTokenizer, encoder: FusedEncoder, texts: 
     ids = tokenizer.token_ids([prefix + text for text in texts], limit if settings.truncate else limit + 1)
     for i, row in enumerate(ids):
         if len(row) > limit:
-            raise APIError(413, f"input[{i}] has more than {limit} tokens, the limit per input; shorten it, or "
-                                "start the server with --truncate", code="input_too_long", param="input")
+            raise APIError("too_large", f"input[{i}] has more than {limit} tokens, the limit per input; shorten it, "
+                           "or start the server with --truncate", code="input_too_long", param="input")
     return ids
 
 
@@ -478,16 +277,43 @@ class TokenizerPool:
         self._executor.shutdown(wait=True)
 
 
+async def _until_hangup(receive: Receive) -> None:
+    """Returns when the client disconnects (uvicorn answers `receive` with http.disconnect once it does)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def rows_unless_hangup(scheduler: Scheduler, job: Job, receive: Receive) -> np.ndarray:
+    """`job`'s rows; cancels the job if the client hangs up first (or this handler is cancelled)."""
+    hangup = asyncio.ensure_future(_until_hangup(receive))
+    try:
+        await asyncio.wait((job.result, hangup), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+        if not job.finished:
+            scheduler.cancel(job)
+    if job.result.cancelled():
+        raise APIError("client_closed", "the client closed the connection before the embeddings were ready")
+    try:
+        return job.result.result()
+    except SchedulerError as err:
+        raise APIError.from_scheduler(err) from None
+
+
 # ---------------------------------------------------------------------------------------------
-# Middleware: auth, body size, request metrics
+# Middleware: auth, body size and read deadline, request metrics, the last line of error handling
 # ---------------------------------------------------------------------------------------------
 
 
 class _Gatekeeper:
-    """Pure ASGI middleware: counts and times every request, checks the bearer key, caps the body.
+    """Pure ASGI middleware: counts and times every request, checks the bearer key, reads the body within its
+    size and time limits, and answers any exception nobody handled with a JSON 500.
 
     The body is read here, before FastAPI parses it, so an oversize body is refused without
-    being held whole, and a bad key is refused before the body is even looked at.
+    being held whole, a slow one is cut off at ``read_timeout_s`` (408, connection closed), and a
+    bad key is refused before the body is even looked at. Catching unhandled exceptions here,
+    inside Starlette's ServerErrorMiddleware, keeps them from reaching uvicorn, which would
+    answer in plain text and close the connection.
     """
 
     def __init__(self, app: ASGIApp, settings: ServerSettings, metrics: ServerMetrics):
@@ -500,9 +326,9 @@ class _Gatekeeper:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        endpoint = next((e for e in ENDPOINTS if scope["path"] == e or scope["path"].startswith(e + "/")), "other")
         start = time.perf_counter()
-        status = [500]
+        status = [0]
 
         async def send_counted(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -511,9 +337,14 @@ class _Gatekeeper:
 
         try:
             await self._guarded(scope, receive, send_counted)
+        except Exception:
+            logger.exception("unhandled error answering %s %s", scope["method"], scope["path"])
+            if not status[0]:
+                error = APIError("internal", "internal server error (the server log has the details)")
+                await error.response()(scope, receive, send_counted)
         finally:
-            self.metrics.requests.inc(endpoint, str(status[0]))
-            if status[0] >= 400:
+            self.metrics.requests.inc(endpoint, str(status[0] or 500))
+            if status[0] >= 400 or not status[0]:
                 self.metrics.errors.inc(endpoint)
             self.metrics.latency.observe(time.perf_counter() - start, endpoint)
 
@@ -523,32 +354,9 @@ class _Gatekeeper:
             if error is not None:
                 await error.response()(scope, receive, send)
                 return
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        limit = self.settings.max_body_bytes
-        too_large = APIError(413, f"request body exceeds {limit} bytes (--max-body-bytes)", code="body_too_large")
-        if declared is not None:
-            if not declared.isdigit():
-                await APIError(400, "invalid Content-Length header").response()(scope, receive, send)
-                return
-            if int(declared) > limit:
-                await too_large.response()(scope, receive, send)
-                return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await too_large.response()(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -560,21 +368,53 @@ class _Gatekeeper:
 
         await self.app(scope, replay, send)
 
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None after answering 400/408/413 (or when the client has gone)."""
+        declared = dict(scope["headers"]).get(b"content-length")
+        limit = self.settings.max_body_bytes
+        too_large = APIError("too_large", f"request body exceeds {limit} bytes (--max-body-bytes)",
+                             code="body_too_large", headers={"Connection": "close"})
+        if declared is not None and not declared.isdigit():
+            await APIError("invalid_request", "invalid Content-Length header",
+                           headers={"Connection": "close"}).response()(scope, receive, send)
+            return None
+        if declared is not None and int(declared) > limit:
+            await too_large.response()(scope, receive, send)
+            return None
+        deadline = time.monotonic() + self.settings.read_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                timeout = APIError("read_timeout", f"the request body did not arrive within "
+                                   f"{self.settings.read_timeout_s:g} s (--read-timeout)", code="read_timeout",
+                                   headers={"Connection": "close"})
+                await timeout.response()(scope, receive, send)
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await too_large.response()(scope, receive, send)
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
     def _auth_error(self, scope: Scope) -> APIError | None:
         assert self._key is not None
         header = dict(scope["headers"]).get(b"authorization")
         if header is None:
-            return APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'",
+            return APIError("authentication", "missing API key: send the header 'Authorization: Bearer <key>'",
                             code="invalid_api_key")
         scheme, _, token = header.partition(b" ")
         if scheme.lower() != b"bearer" or not secrets.compare_digest(token.strip(), self._key):
-            return APIError(401, "incorrect API key provided", code="invalid_api_key")
+            return APIError("authentication", "incorrect API key provided", code="invalid_api_key")
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# The application
-# ---------------------------------------------------------------------------------------------
 
 
 def _validation_message(err: RequestValidationError) -> str:
@@ -593,38 +433,47 @@ def _validation_message(err: RequestValidationError) -> str:
     return "; ".join(dict.fromkeys(messages)) or "invalid request body"
 
 
+# ---------------------------------------------------------------------------------------------
+# The application
+# ---------------------------------------------------------------------------------------------
+
+
 def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
                index: Any = None, doc_ids: Sequence[str] | None = None, model_name: str | None = None) -> FastAPI:
     """The FastAPI app serving `encoder` (and `index` with its `doc_ids` for `/search`).
 
-    The dynamic batcher starts and stops with the app's lifespan, so run the app under an
-    ASGI server (uvicorn) rather than calling routes directly.
+    `model_name` is what responses, `/health` and `/v1/models` call the model, and the only
+    `model` a request may name (default: the last part of the encoder's source, never a path).
+    The scheduler starts and stops with the app's lifespan, so run the app under an ASGI
+    server (uvicorn, see :func:`uvicorn_config`) rather than calling routes directly.
     """
     settings = settings or ServerSettings()
     if (index is None) != (doc_ids is None):
         raise HybridfastError("create_app: pass index and doc_ids together")
     if index is not None and index.d != encoder.dim:
         raise HybridfastError(f"the index holds {index.d}-dimensional vectors, the model makes {encoder.dim}")
-    served_name = model_name or encoder.source or "hybridfast"
+    served_name = model_name or os.path.basename(str(encoder.source).rstrip("/\\")) or "hybridfast"
     metrics = ServerMetrics()
-    batcher = DynamicBatcher(encoder, max_batch_tokens=settings.max_batch_tokens or encoder.default_batch_tokens,
-                             max_wait_ms=settings.max_wait_ms, metrics=metrics)
-    metrics.queue_depth = batcher.queue_depth
+    batch_tokens = settings.batch_tokens(encoder)
+    scheduler = Scheduler(functools.partial(encoder.encode_token_ids, max_batch_tokens=batch_tokens), encoder.dim,
+                          max_batch_tokens=batch_tokens, max_queue_tokens=settings.queue_tokens(encoder),
+                          max_wait_ms=settings.max_wait_ms, metrics=metrics)
     tokenizers = TokenizerPool(encoder, settings)
     documents = list(doc_ids) if doc_ids is not None else []
+    model_card = {"id": served_name, "object": "model", "created": int(time.time()), "owned_by": "hybridfast"}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await batcher.start()
+        await scheduler.start(warmup=encoder.tokenizer(["warm-up"])["input_ids"])
         try:
             yield
         finally:
-            await batcher.stop()
+            await scheduler.stop()
             tokenizers.shutdown()
 
     app = FastAPI(title="hybridfast", summary="Multilingual dense-retrieval embeddings and search.",
                   lifespan=lifespan)
-    app.state.settings, app.state.metrics, app.state.batcher = settings, metrics, batcher
+    app.state.settings, app.state.metrics, app.state.scheduler = settings, metrics, scheduler
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, err: APIError) -> JSONResponse:
@@ -632,29 +481,43 @@ def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
-        return APIError(400, _validation_message(err), code="invalid_request").response()
+        return APIError("invalid_request", _validation_message(err)).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return APIError(err.status_code, str(err.detail)).response()
+        kind = HTTP_STATUS_KINDS.get(err.status_code, "internal" if err.status_code >= 500 else "invalid_request")
+        return APIError(kind, str(err.detail), headers=err.headers).response()
 
-    async def embed(texts: list[str], kind: TextKind | None) -> tuple[np.ndarray, int]:
+    def check_model(requested: str | None) -> None:
+        if requested is not None and requested != served_name:
+            raise APIError("model_not_found", f"the model {requested!r} does not exist here; this server serves "
+                           f"{served_name!r} (GET /v1/models)", code="model_not_found", param="model")
+
+    async def embed(request: Request, texts: list[str], kind: TextKind | None) -> tuple[np.ndarray, int]:
+        start = time.monotonic()
         if not texts:
-            raise APIError(400, "input must not be empty", param="input")
+            raise APIError("invalid_request", "input must not be empty", param="input")
         if len(texts) > settings.max_inputs_per_request:
-            raise APIError(413, f"{len(texts)} inputs in one request; the limit is {settings.max_inputs_per_request} "
-                                "(--max-inputs-per-request)", code="too_many_inputs", param="input")
+            raise APIError("too_large", f"{len(texts)} inputs in one request; the limit is "
+                           f"{settings.max_inputs_per_request} (--max-inputs-per-request)", code="too_many_inputs",
+                           param="input")
         ids = await tokenizers.tokenize(texts, kind)
-        return await batcher.embed(ids), sum(len(row) for row in ids)
+        timeout = settings.request_timeout_s
+        try:
+            job = scheduler.submit(ids, None if timeout is None else max(0.0, timeout - (time.monotonic() - start)))
+        except SchedulerError as err:
+            raise APIError.from_scheduler(err) from None
+        return await rows_unless_hangup(scheduler, job, request.receive), sum(len(row) for row in ids)
 
     @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings.")
-    async def embeddings(body: EmbeddingRequest) -> JSONResponse:
-        texts = _texts(body.input)
+    async def embeddings(request: Request, body: EmbeddingRequest) -> JSONResponse:
+        check_model(body.model)
+        texts = checked_texts(body.input, "input")
         if body.dimensions is not None and body.dimensions != encoder.dim:
-            raise APIError(400, f"dimensions={body.dimensions} is not supported: this model only makes "
-                                f"{encoder.dim}-dimensional embeddings", code="unsupported_dimensions",
+            raise APIError("invalid_request", f"dimensions={body.dimensions} is not supported: this model only makes "
+                           f"{encoder.dim}-dimensional embeddings", code="unsupported_dimensions",
                            param="dimensions")
-        vectors, tokens = await embed(texts, INPUT_KINDS[body.input_type])
+        vectors, tokens = await embed(request, texts, INPUT_KINDS[body.input_type])
         if body.encoding_format == "base64":
             encoded: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in vectors]
         else:
@@ -663,14 +526,25 @@ def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
         return JSONResponse({"object": "list", "data": data, "model": served_name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
+    @app.get("/v1/models", summary="OpenAI-compatible model list: the one model this server serves.")
+    async def models() -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [model_card]})
+
+    @app.get("/v1/models/{model:path}", summary="OpenAI-compatible model lookup.")
+    async def model(model: str) -> JSONResponse:
+        check_model(model)
+        return JSONResponse(model_card)
+
     @app.post("/search", summary="Top-k documents of the loaded index for one or more queries.")
-    async def search(body: SearchRequest) -> JSONResponse:
+    async def search(request: Request, body: SearchRequest) -> JSONResponse:
         if index is None:
-            raise APIError(404, "no index is loaded: start the server with --index DIR", code="no_index")
+            raise APIError("not_found", "no index is loaded: start the server with --index DIR", code="no_index")
         if (body.query is None) == (body.queries is None):
-            raise APIError(400, "send exactly one of 'query' (a string) or 'queries' (a list of strings)")
-        texts = [body.query] if body.query is not None else list(body.queries or [])
-        vectors, tokens = await embed(texts, "query")
+            raise APIError("invalid_request", "send exactly one of 'query' (a string) or 'queries' (a list of "
+                           "strings)")
+        texts = checked_texts(body.query, "query") if body.query is not None else checked_texts(body.queries or [],
+                                                                                                 "queries")
+        vectors, tokens = await embed(request, texts, "query")
         scores, ids = await asyncio.to_thread(search_index, index, vectors, body.k)
         results = [
             {"query": text, "hits": [{"id": documents[j], "score": float(s)}
@@ -680,16 +554,98 @@ def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
         return JSONResponse({"object": "list", "model": served_name, "results": results,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
-    @app.get("/health", summary="Liveness: 200 while the encoder worker runs, 503 otherwise.")
+    @app.api_route("/health", methods=["GET", "HEAD"],
+                   summary="Readiness: 200 while the encoder worker runs (status ok or saturated), else 503.")
     async def health() -> JSONResponse:
-        body = {"status": "ok" if batcher.alive else "unavailable", "model": served_name,
-                "dimensions": encoder.dim, "device": str(encoder.device),
-                "index_documents": len(documents) if index is not None else None}
-        return JSONResponse(body, status_code=200 if batcher.alive else 503)
+        saturation = scheduler.saturation
+        status = "unavailable" if not scheduler.alive else "saturated" if saturation >= SATURATED_AT else "ok"
+        body = {"status": status, "model": served_name, "dimensions": encoder.dim, "device": str(encoder.device),
+                "index_documents": len(documents) if index is not None else None,
+                "queue": {"requests": len(scheduler.queue), "tokens": scheduler.queue.waiting_tokens,
+                          "max_tokens": scheduler.queue.max_queue_tokens, "saturation": round(saturation, 4)}}
+        return JSONResponse(body, status_code=503 if status == "unavailable" else 200)
 
-    @app.get("/metrics", summary="Prometheus metrics: requests, errors, latency, batch sizes.")
+    @app.get("/metrics", summary="Prometheus metrics: requests, errors, latency, batches, the queue.")
     async def prometheus_metrics() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     app.add_middleware(_Gatekeeper, settings=settings, metrics=metrics)
     return app
+
+
+# ---------------------------------------------------------------------------------------------
+# Running under uvicorn
+# ---------------------------------------------------------------------------------------------
+
+
+class HeadDeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request head.
+
+    uvicorn closes keep-alive connections that stay idle, but stops that timer at the first byte,
+    so a client that sends its headers a byte at a time (slowloris) holds the connection forever.
+    Here a connection whose next request head is not complete `read_timeout_s` after it opened (or
+    after its last response) is closed. Bodies have their own deadline in :class:`_Gatekeeper`.
+    """
+
+    def __init__(self, *args: Any, read_timeout_s: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.read_timeout_s = read_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.cycle is None or self.cycle.response_complete:  # no pipelined request started meanwhile
+            self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.read_timeout_s, self._head_overdue, self.cycle)
+
+    def _head_overdue(self, cycle_when_armed: Any) -> None:
+        if self.cycle is cycle_when_armed and not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8080,
+                   log_level: str = "info") -> uvicorn.Config:
+    """uvicorn settings for `app`: the h11 protocol with the head deadline (`settings.read_timeout_s`), and
+    idle keep-alive connections closed after KEEP_ALIVE_S."""
+    protocol = functools.partial(HeadDeadlineH11Protocol, read_timeout_s=settings.read_timeout_s)
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=protocol,  # type: ignore[arg-type]
+                          timeout_keep_alive=KEEP_ALIVE_S)
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, settings: ServerSettings, *, log_level: str = "warning",
+                    startup_timeout_s: float = 60.0) -> Iterator[str]:
+    """Run `app` under uvicorn on a free 127.0.0.1 port in a background thread; yield its base URL.
+
+    For tests, notebooks and scripts; `hybridfast serve` runs the same configuration in the foreground.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, settings, port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="hybridfast-uvicorn")
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    try:
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise HybridfastError("the server did not start (see its log)")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

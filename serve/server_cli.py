@@ -7,11 +7,19 @@ from pathlib import Path
 
 import typer
 
+from hybridfast.serve.cli import INT8_HELP
+
 
 def serve_command(
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint directory or model id to serve."),
     index: Path | None = typer.Option(
         None, "--index", help="FAISS index directory written by `hybridfast index`; enables POST /search."
+    ),
+    served_model_name: str | None = typer.Option(
+        None, "--served-model-name",
+        help="The name responses, /health and /v1/models give the model, and the only 'model' a request may "
+             "name (others get 404). Default: the checkpoint folder's name (multilingual-e5-small for "
+             "--model default, the id for hub models).",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default answers this machine only."),
     port: int = typer.Option(8080, "--port", help="TCP port to listen on."),
@@ -21,6 +29,21 @@ def serve_command(
     ),
     max_wait_ms: float = typer.Option(
         5.0, "--max-wait-ms", help="How long a batch waits for more requests after its first input."
+    ),
+    max_queue_tokens: int | None = typer.Option(
+        None, "--max-queue-tokens",
+        help="Tokens that may wait for the encoder (default: 64 batches, 131072 on CPU). Past it requests get 429 "
+             "with Retry-After; a request larger than the whole queue gets 413.",
+    ),
+    request_timeout: float = typer.Option(
+        120.0, "--request-timeout",
+        help="Seconds a request may take from arrival to its answer, queueing included; later ones get 504 and "
+             "their remaining work is dropped. 0: no limit.",
+    ),
+    read_timeout: float = typer.Option(
+        30.0, "--read-timeout",
+        help="Seconds a client may take to send a request's headers, and again its body; slower ones get 408 "
+             "(or a closed connection) so that slow clients cannot hold connections open.",
     ),
     max_inputs_per_request: int = typer.Option(
         256, "--max-inputs-per-request", help="More inputs in one request get 413."
@@ -35,13 +58,12 @@ def serve_command(
     max_body_bytes: int = typer.Option(4 * 1024 * 1024, "--max-body-bytes", help="Larger request bodies get 413."),
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="HYBRIDFAST_API_KEY",
-        help="Require 'Authorization: Bearer KEY' on every endpoint except GET /health.",
+        help="Require 'Authorization: Bearer KEY' on every endpoint except /health.",
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ... (default: cuda if present)."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)."),
-    quantize: str | None = typer.Option(
-        None, "--quantize", help="int8: int8 linear layers with per-token activation scales (CPU, float32 models)."
-    ),
+    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
+    quantize: str | None = typer.Option(None, "--quantize", hidden=True, help="Deprecated: --quantize int8 is --int8."),
     threads: int | None = typer.Option(
         None, "--threads", min=1,
         help="CPU threads per forward (torch intra-op). Default on CPU: all cores but one, which stays free for "
@@ -49,12 +71,18 @@ def serve_command(
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error."),
 ) -> None:
-    """Serve embeddings (OpenAI-compatible POST /v1/embeddings) and search (POST /search) over HTTP.
+    """Serve embeddings (OpenAI-compatible POST /v1/embeddings, GET /v1/models) and search (POST /search) over HTTP.
 
-    Concurrent requests are batched together (up to --max-batch-tokens, waiting at most
-    --max-wait-ms). An embeddings request may add "input_type": "passage" (the default),
-    "query" or "raw" to pick the checkpoint's prefix (e5: "passage: " / "query: " / none);
-    /search always embeds queries. GET /health answers liveness, GET /metrics Prometheus metrics.
+    Concurrent requests share batches of up to --max-batch-tokens (a batch waits at most --max-wait-ms for
+    company); a large request is cut into such batches, taking turns with everyone else's, so one client cannot
+    hold the encoder. At most --max-queue-tokens wait (then 429), each request has --request-timeout seconds
+    (then 504), and a client that hangs up has its remaining work dropped.
+
+    An embeddings request may add "input_type": "passage" (the default), "query" or "raw" to pick the
+    checkpoint's prefix (e5: "passage: " / "query: " / none). POST /search takes {"query": "..."} or
+    {"queries": [...]}, and "k" (default 10), and always embeds queries. Errors come as OpenAI's
+    {"error": {"message", "type", "param", "code"}}. GET or HEAD /health reports readiness and the queue,
+    GET /metrics Prometheus metrics.
     """
     import torch
     import uvicorn
@@ -62,17 +90,24 @@ def serve_command(
     import hybridfast
     from hybridfast.errors import HybridfastError
     from hybridfast.index import load_index
-    from hybridfast.serve.server import ServerSettings, create_app
+    from hybridfast.serve.server import ServerSettings, create_app, uvicorn_config
 
     try:
+        if quantize is not None:
+            if quantize != "int8":
+                raise HybridfastError(f"--quantize {quantize}: quantize must be None or 'int8' (the flag is --int8)")
+            typer.echo("hybridfast serve: --quantize int8 is deprecated; use --int8", err=True)
         settings = ServerSettings(
-            max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
+            max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue_tokens=max_queue_tokens,
             max_inputs_per_request=max_inputs_per_request, max_tokens_per_input=max_tokens_per_input,
-            truncate=truncate, max_body_bytes=max_body_bytes, api_key=api_key,
+            truncate=truncate, max_body_bytes=max_body_bytes, request_timeout_s=request_timeout if request_timeout != 0 else None,
+            read_timeout_s=read_timeout, api_key=api_key,
         )
-        encoder = hybridfast.load(model, device=device, dtype=dtype, quantize=quantize)
+        encoder = hybridfast.load(model, device=device, dtype=dtype,
+                                  quantize="int8" if int8 or quantize == "int8" else None)
         loaded = load_index(index) if index is not None else (None, None)
-        app = create_app(encoder, settings, index=loaded[0], doc_ids=loaded[1], model_name=model)
+        app = create_app(encoder, settings, index=loaded[0], doc_ids=loaded[1],
+                         model_name=served_model_name or default_served_name(model))
     except HybridfastError as err:
         typer.echo(f"hybridfast serve: {err}", err=True)
         raise typer.Exit(1) from err
@@ -81,7 +116,19 @@ def serve_command(
     if encoder.config_was_defaulted:
         typer.echo(f"hybridfast serve: {model} has no hybridfast_encoder.json; using mean pooling, L2 "
                    "normalization and no prefixes", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(uvicorn_config(app, settings, host=host, port=port, log_level=log_level)).run()
+
+
+def default_served_name(model: str) -> str:
+    """The name a served model goes by: a local checkpoint's folder name, the default model's name, or a hub id."""
+    from hybridfast.models.resolve import DEFAULT_MODEL, DEFAULT_MODEL_NAME
+
+    if model == DEFAULT_MODEL:
+        return DEFAULT_MODEL_NAME
+    path = Path(model).expanduser()
+    if path.exists():
+        return path.resolve().name
+    return model
 
 
 def _cpu_threads_for_forward() -> int:

@@ -54,7 +54,7 @@ def served(tiny_model_dir: Path, index_dir: Path, tmp_path_factory: pytest.TempP
     log_path = tmp_path_factory.mktemp("serve-log") / "serve.log"
     command = [sys.executable, "-m", "hybridfast", "serve", "--model", str(tiny_model_dir), "--index",
                str(index_dir), "--host", "127.0.0.1", "--port", str(port), "--max-wait-ms", "2",
-               "--log-level", "warning"]
+               "--served-model-name", "tiny", "--log-level", "warning"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -157,6 +157,8 @@ def test_search_through_the_cli_loaded_index(served: str) -> None:
     (["--max-batch-tokens", "0"], "max_batch_tokens must be at least 1"),
     (["--dtype", "float8"], "unknown dtype"),
     (["--quantize", "int4"], "quantize must be None or 'int8'"),
+    (["--quantize", "int8", "--max-batch-tokens", "0"], "--quantize int8 is deprecated; use --int8"),
+    (["--request-timeout", "-1"], "-1"),
 ])
 def test_serve_command_reports_bad_options_in_one_line(tiny_model_dir: Path, extra: list[str],
                                                        needle: str) -> None:
@@ -170,5 +172,7 @@ def test_serve_help_names_every_limit() -> None:
     assert result.exit_code == 0
     for option in ("--model", "--index", "--host", "--port", "--max-batch-tokens", "--max-wait-ms",
                    "--max-inputs-per-request", "--max-tokens-per-input", "--no-truncate", "--max-body-bytes",
-                   "--api-key", "--device", "--dtype", "--quantize", "--threads"):
+                   "--api-key", "--device", "--dtype", "--int8", "--threads", "--served-model-name",
+                   "--max-queue-tokens", "--request-timeout", "--read-timeout"):
         assert option in result.output
+    assert "--quantize" not in result.output  # the deprecated spelling of --int8 still works, unlisted

@@ -9,11 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +17,11 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import uvicorn
 
 import hybridfast
 from hybridfast.encoder import EncoderConfig, FusedEncoder
 from hybridfast.index import build_index, search_index
-from hybridfast.serve.server import ServerSettings, create_app
+from hybridfast.serve.server import ServerSettings, create_app, serve_in_thread
 from hybridfast.testing import DEFAULT_TEXTS, build_tiny_encoder
 
 API_KEY = "test-key-5c1e"
@@ -35,27 +30,6 @@ DOCS = [f"{text} ({i})" for i, text in enumerate(DEFAULT_TEXTS)]
 MAIN_SETTINGS = ServerSettings(max_batch_tokens=256, max_wait_ms=10, max_inputs_per_request=16,
                                max_body_bytes=64 * 1024)
 STRICT_SETTINGS = ServerSettings(max_inputs_per_request=16, truncate=False, api_key=API_KEY)
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run `app` under uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 def poisoned(encoder: FusedEncoder) -> FusedEncoder:
@@ -86,13 +60,14 @@ def base_url(tiny_model_dir: Path, doc_index: Any) -> Iterator[str]:
     encoder = poisoned(hybridfast.load(str(tiny_model_dir), device="cpu"))
     app = create_app(encoder, MAIN_SETTINGS, index=doc_index, doc_ids=[f"doc{i}" for i in range(len(DOCS))],
                      model_name="tiny")
-    with serving(app) as url:
+    with serve_in_thread(app, MAIN_SETTINGS) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def strict_url(tiny_model_dir: Path) -> Iterator[str]:
-    with serving(create_app(hybridfast.load(str(tiny_model_dir), device="cpu"), STRICT_SETTINGS)) as url:
+    with serve_in_thread(create_app(hybridfast.load(str(tiny_model_dir), device="cpu"), STRICT_SETTINGS),
+                         STRICT_SETTINGS) as url:
         yield url
 
 
@@ -290,7 +265,8 @@ def test_health(client: httpx.Client, reference: FusedEncoder) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "model": "tiny", "dimensions": reference.dim, "device": "cpu",
-                               "index_documents": len(DOCS)}
+                               "index_documents": len(DOCS),
+                               "queue": {"requests": 0, "tokens": 0, "max_tokens": 64 * 256, "saturation": 0.0}}
 
 
 def test_metrics_count_requests_errors_and_batches(client: httpx.Client, base_url: str) -> None:
@@ -329,7 +305,7 @@ def test_metrics_count_requests_errors_and_batches(client: httpx.Client, base_ur
 # ------------------------------------------------------------------ strict server: key, no-truncate, no index --
 
 
-def test_api_key_is_required_except_on_health(strict_url: str) -> None:
+def test_api_key_is_required_except_on_health(strict_url: str, tiny_model_dir: Path) -> None:
     with httpx.Client(base_url=strict_url, timeout=30) as http:
         body = {"input": "hello"}
         assert error_of(http.post("/v1/embeddings", json=body), 401)["code"] == "invalid_api_key"
@@ -344,9 +320,10 @@ def test_api_key_is_required_except_on_health(strict_url: str) -> None:
 
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{strict_url}/v1", api_key="nope", max_retries=0).embeddings.create(
-            model="tiny", input="hello")
+            model=tiny_model_dir.name, input="hello")
     good = openai.OpenAI(base_url=f"{strict_url}/v1", api_key=API_KEY, max_retries=0)
-    assert len(good.embeddings.create(model="tiny", input=["a", "b"]).data) == 2
+    served = good.embeddings.create(model=tiny_model_dir.name, input=["a", "b"])  # the folder's name by default
+    assert len(served.data) == 2 and served.model == tiny_model_dir.name
 
 
 def test_no_truncate_rejects_long_inputs_naming_them(strict_url: str) -> None:
@@ -365,7 +342,7 @@ def test_search_without_an_index_is_404(strict_url: str) -> None:
 
 def test_int8_quantized_encoder_serves_close_embeddings(tiny_model_dir: Path, reference: FusedEncoder) -> None:
     encoder = hybridfast.load(str(tiny_model_dir), device="cpu", quantize="int8")
-    with serving(create_app(encoder, ServerSettings(max_wait_ms=1))) as url:
+    with serve_in_thread(create_app(encoder, ServerSettings(max_wait_ms=1)), ServerSettings()) as url:
         response = httpx.post(f"{url}/v1/embeddings", json={"input": DOCS}, timeout=30)
     assert response.status_code == 200, response.text
     got = np.array([item["embedding"] for item in response.json()["data"]])
@@ -391,6 +368,6 @@ def test_concurrent_requests_with_different_length_limits_tokenize_correctly(
             return [(kind, r.status_code, r.json().get("usage", {}).get("prompt_tokens", -1))
                     for kind, r in zip(kinds, responses, strict=True)]
 
-    with serving(create_app(encoder, ServerSettings(max_wait_ms=1))) as url:
+    with serve_in_thread(create_app(encoder, ServerSettings(max_wait_ms=1)), ServerSettings()) as url:
         outcomes = asyncio.run(burst(url))
     assert [(status, tokens) for _, status, tokens in outcomes] == [(200, 4 * expected[k]) for k, _, _ in outcomes]
