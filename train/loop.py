@@ -576,8 +576,7 @@ def _nothing_to_train(config: TrainConfig, checkpoint: Path, done: int, planned:
         f"train.epochs = {config.train.epochs}: {planned} steps")
     return (
         f"nothing to train: {checkpoint} is at step {done} and this run has {planned} steps ({length}). "
-        f'To start over, set train.resume = "never" (--resume never) or another train.output_dir (--output-dir); '
-        f"to train longer, raise train.steps (--steps)"
+        'To start over, set train.resume = "never" (--resume never) or another train.output_dir (--output-dir)'
     )
 
 
