@@ -19,6 +19,14 @@ pass per variant that synchronizes after every batch. Reported: sequences/s, rea
 process RSS growth on CPU), the minimum cosine to the unfused baseline's embeddings, and
 speed-ups over the baselines measured in the same run. A variant that fails is recorded with
 its error and the run goes on.
+
+Large-corpus mode (``corpus_size``): each dataset's texts re-sampled with replacement (seeded) to that many
+passages, so fixed costs stop dominating (SciFact's 5,183 documents are 0.36 M tokens, a fraction of a second on a
+GPU). The warm-up then covers the first ``CORPUS_WARMUP_TEXTS`` texts and the per-batch latency pass is skipped
+(it would double the run). With ``breakdown`` the lean variants also run one separate, serial pass that times each
+stage apart (tokenization, batch planning, host batch assembly, host-to-device copy, model forward, pooling,
+device-to-host copy), synchronizing the GPU at every stage boundary; the throughput passes never synchronize
+mid-stream, so the two are reported apart.
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ import numpy as np
 from hybridfast.errors import HybridfastError
 
 BASELINES = ("unfused", "sentence-transformers")
+# Texts of the warm-up pass in large-corpus mode: enough for every kernel and batch shape class to compile.
+CORPUS_WARMUP_TEXTS = 2048
+BREAKDOWN_STAGES = ("tokenize", "plan", "assemble", "h2d", "model", "pool", "d2h")
 KNOWN_VARIANTS = ("lean", "lean-padded", "lean-packed", "unfused", "sentence-transformers")
 DATASETS = ("scifact", "xquad-r")
 
@@ -69,6 +80,9 @@ class BenchConfig:
     variants: list[str] = field(default_factory=lambda: ["lean", "unfused", "sentence-transformers"])
     out_dir: Path = Path("benchmarks/results")
     tag: str = ""
+    corpus_size: int | None = None
+    breakdown: bool = False
+    seed: int = 0
 
     def check(self) -> None:
         if (self.model is None) == (self.random_shape is None):
@@ -81,7 +95,7 @@ class BenchConfig:
         unknown = [v for v in self.variants if v not in KNOWN_VARIANTS]
         if unknown or not self.variants:
             raise HybridfastError(f"--variants must list some of {', '.join(KNOWN_VARIANTS)}, got {self.variants}")
-        for name in ("max_texts", "max_length", "batch_size", "max_batch_tokens", "repeats"):
+        for name in ("max_texts", "max_length", "batch_size", "max_batch_tokens", "repeats", "corpus_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise HybridfastError(f"--{name.replace('_', '-')} must be at least 1")
 
@@ -103,8 +117,9 @@ def find_data_root(data_dir: Path | None) -> Path:
     raise HybridfastError("no data root found: pass --data-dir or set $HYBRIDFAST_DATA")
 
 
-def bench_texts(root: Path, dataset: str, max_texts: int, seed: int = 0) -> list[str]:
-    """A fixed random sample of `max_texts` passages: SciFact documents or XQuAD-R sentences."""
+def bench_texts(root: Path, dataset: str, max_texts: int, seed: int = 0, corpus_size: int | None = None) -> list[str]:
+    """A fixed random sample of `max_texts` passages (SciFact documents or XQuAD-R sentences) without replacement,
+    or with `corpus_size` that many drawn with replacement from the whole dataset (the large-corpus mode)."""
     if dataset == "scifact":
         from hybridfast.data.beir import load_beir_corpus
 
@@ -114,6 +129,8 @@ def bench_texts(root: Path, dataset: str, max_texts: int, seed: int = 0) -> list
 
         texts = [candidate.sentence for candidate in load_lareqa(root / "xquad-r").candidates]
     rng = np.random.default_rng(seed)
+    if corpus_size is not None:
+        return [texts[i] for i in rng.integers(0, len(texts), size=corpus_size)]
     chosen = rng.choice(len(texts), size=min(max_texts, len(texts)), replace=False)
     return [texts[i] for i in chosen]
 
@@ -222,6 +239,7 @@ class Variant:
     encode: Callable[[list[str], Callable[[int], None] | None], np.ndarray]
     hook: Callable[[Callable[[], None]], Callable[[], None]] | None = None
     backend: str = ""
+    breakdown: Callable[[list[str]], dict[str, Any]] | None = None
 
 
 def _cpu_seconds() -> float:
@@ -229,13 +247,13 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_pass(variant: Variant, texts: list[str], device: Any) -> tuple[float, float]:
-    """One full encode of `texts`: (wall seconds, process CPU seconds)."""
+def timed_pass(variant: Variant, texts: list[str], device: Any) -> tuple[float, float, np.ndarray]:
+    """One full encode of `texts`: (wall seconds, process CPU seconds, the embeddings)."""
     _sync(device)
     cpu, start = _cpu_seconds(), time.perf_counter()
-    variant.encode(texts, None)
+    embeddings = variant.encode(texts, None)
     _sync(device)
-    return time.perf_counter() - start, _cpu_seconds() - cpu
+    return time.perf_counter() - start, _cpu_seconds() - cpu, embeddings
 
 
 def latency_pass(variant: Variant, texts: list[str], device: Any) -> tuple[np.ndarray, int]:
@@ -257,35 +275,42 @@ def latency_pass(variant: Variant, texts: list[str], device: Any) -> tuple[np.nd
 
 
 def measure_all(
-    variants: list[Variant], texts: list[str], real_tokens: int, repeats: int, device: Any
+    variants: list[Variant], texts: list[str], real_tokens: int, repeats: int, device: Any,
+    warmup_texts: int | None = None, latency: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Warm-up, then `repeats` rounds of one timed pass per variant (interleaved, so a change in
-    machine load hits every variant alike), then one latency pass per variant."""
+    """Warm-up (on the first `warmup_texts` texts, all by default), then `repeats` rounds of one timed pass per
+    variant (interleaved, so a change in machine load hits every variant alike), then one latency pass per
+    variant (unless `latency` is False). The embeddings kept for the cosine check come from the first timed
+    pass."""
     rows: dict[str, dict[str, Any]] = {}
     live: list[Variant] = []
     for variant in variants:
         try:
             start = time.perf_counter()
-            embeddings = variant.encode(texts, None)
-            rows[variant.name] = {"_embeddings": embeddings, "_wall": [], "_cpu": [],
-                                  "warmup_seconds": time.perf_counter() - start}
+            variant.encode(texts[:warmup_texts] if warmup_texts else texts, None)
+            rows[variant.name] = {"_wall": [], "_cpu": [], "warmup_seconds": time.perf_counter() - start,
+                                  "warmup_texts": min(warmup_texts or len(texts), len(texts))}
             live.append(variant)
         except Exception as err:  # e.g. out of memory: record and go on
             rows[variant.name] = {"error": f"{type(err).__name__}: {err}"}
     for _ in range(repeats):
         for variant in list(live):
             try:
-                wall, cpu = timed_pass(variant, texts, device)
+                wall, cpu, embeddings = timed_pass(variant, texts, device)
             except Exception as err:
                 rows[variant.name] = {"error": f"{type(err).__name__}: {err}"}
                 live.remove(variant)
                 continue
             rows[variant.name]["_wall"].append(wall)
             rows[variant.name]["_cpu"].append(cpu)
+            rows[variant.name].setdefault("_embeddings", embeddings)
     for variant in live:
         row = rows[variant.name]
         try:
-            latencies, peak = latency_pass(variant, texts, device)
+            if latency:
+                latencies, peak = latency_pass(variant, texts, device)
+            else:
+                latencies, peak = np.empty(0), None
         except Exception as err:
             rows[variant.name] = {"error": f"{type(err).__name__}: {err}"}
             continue
@@ -296,13 +321,93 @@ def measure_all(
             "sequences_per_s": len(texts) / seconds,
             "real_tokens_per_s": real_tokens / seconds,
             "real_tokens_per_cpu_s": real_tokens / cpu_seconds if cpu_seconds > 0 else None,
-            "batches": int(latencies.size),
+            "batches": int(latencies.size) if latency else None,
             "batch_latency_ms_p50": float(np.percentile(latencies, 50)) if latencies.size else None,
             "batch_latency_ms_p99": float(np.percentile(latencies, 99)) if latencies.size else None,
-            "peak_memory_mib": peak / 2**20,
+            "peak_memory_mib": peak / 2**20 if peak is not None else None,
             "backend": variant.backend,
         })
     return rows
+
+
+class StageClock:
+    """Seconds per named stage of a serial pass. On CUDA every reading synchronizes first, so each stage is
+    charged its own GPU work (the breakdown pass only; the throughput passes never synchronize mid-stream)."""
+
+    def __init__(self, device: Any):
+        self.device = device
+        self.seconds: dict[str, float] = {stage: 0.0 for stage in BREAKDOWN_STAGES}
+
+    def now(self) -> float:
+        _sync(self.device)
+        return time.perf_counter()
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += max(0.0, seconds)
+
+
+def lean_breakdown(
+    encoder: Any, texts: list[str], max_length: int, max_batch_tokens: int | None, device: Any
+) -> dict[str, Any]:
+    """Where the lean path's time goes: one serial encode of `texts` as passages, each stage timed apart.
+
+    Stages: ``tokenize`` (the same threaded Rust tokenizer as `FusedEncoder.encode`, all texts at once),
+    ``plan`` (length sort and token-budget batches), ``assemble`` (padded or packed id arrays on the host),
+    ``h2d`` (pinned host-to-device copy of those arrays), ``model`` (the transformer), ``pool`` (fused pooling and
+    normalization), ``d2h`` (the embeddings back to the host). In `encode` tokenization runs on its own threads
+    one chunk ahead of the GPU, so the end-to-end time is less than this sum when tokenization keeps up.
+    """
+    import torch
+
+    from hybridfast.batching import pack_batch, pad_batch, plan_batches
+    from hybridfast.tokenization import ParallelTokenizer
+    from hybridfast.varlen import packed_position_offset
+
+    clock = StageClock(device)
+    tokenizer = ParallelTokenizer(encoder.tokenizer)
+    prefix = encoder.config.prefix("passage")
+    start = clock.now()
+    token_ids = tokenizer.token_ids([prefix + text for text in texts], max_length)
+    mark = clock.now()
+    clock.add("tokenize", mark - start)
+    lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
+    packed = encoder._decide_packing()
+    batches = plan_batches(lengths, max_batch_tokens or encoder.default_batch_tokens, packed=packed)
+    offset = packed_position_offset(encoder.model.config) if packed else 0
+    clock.add("plan", clock.now() - mark)
+    model_done: list[float] = []
+    handle = encoder.model.register_forward_hook(lambda *_: model_done.append(clock.now()))
+    parts = []
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                rows = [token_ids[i] for i in batch]
+                before = clock.now()
+                pack_batch(rows, offset) if packed else pad_batch(rows, encoder.tokenizer.pad_token_id)
+                assembled = clock.now()
+                # token_batch assembles the arrays again, then copies them: the copy is its time minus assembly.
+                on_device = encoder.token_batch(rows, packed)
+                copied = clock.now()
+                parts.append(encoder.embed_tokens(on_device).float())
+                pooled = clock.now()
+                clock.add("assemble", assembled - before)
+                clock.add("h2d", (copied - assembled) - (assembled - before))
+                clock.add("model", model_done[-1] - copied)
+                clock.add("pool", pooled - model_done[-1])
+            before = clock.now()
+            torch.cat(parts).cpu()
+            clock.add("d2h", clock.now() - before)
+    finally:
+        handle.remove()
+    real_tokens = int(lengths.sum())
+    total = sum(clock.seconds.values())
+    return {
+        "texts": len(texts), "real_tokens": real_tokens, "batches": len(batches), "packed": packed,
+        "tokenizer_threads": tokenizer.threads, "stages_s": dict(clock.seconds), "total_s": total,
+        "fractions": {stage: seconds / total if total else 0.0 for stage, seconds in clock.seconds.items()},
+        "real_tokens_per_s_by_stage": {stage: real_tokens / seconds if seconds > 0 else None
+                                       for stage, seconds in clock.seconds.items()},
+    }
 
 
 # --------------------------------------------------------------------------- variants
@@ -319,6 +424,9 @@ def _lean_variant(name: str, model_dir: str, device: Any, dtype: Any, config: Be
         )
 
     variant = Variant(name, encode)
+    if not options.get("compile"):  # a forward hook on the compiled model's inner module would not fire
+        variant.breakdown = lambda texts: lean_breakdown(encoder, texts, config.max_length, config.max_batch_tokens,
+                                                         device)
     encode(texts=["warm up the padding-free self-check"], on_batch=None)
     budget = config.max_batch_tokens or encoder.default_batch_tokens
     variant.backend = f"{encoder.inference_backend}, {budget} tokens per batch"
@@ -436,13 +544,14 @@ def environment(device: Any) -> dict[str, Any]:
 
 
 def _speedups(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Real tokens/s of each variant over each baseline of the same run (a baseline against the other one too)."""
     out: dict[str, dict[str, float]] = {}
     for name, row in rows.items():
-        if "error" in row or name in BASELINES:
+        if "error" in row:
             continue
         ratios = {}
         for base in BASELINES:
-            if base in rows and "error" not in rows[base]:
+            if base != name and base in rows and "error" not in rows[base]:
                 ratios[f"vs_{base}"] = row["real_tokens_per_s"] / rows[base]["real_tokens_per_s"]
                 if row.get("real_tokens_per_cpu_s") and rows[base].get("real_tokens_per_cpu_s"):
                     ratios[f"vs_{base}_cpu_time"] = row["real_tokens_per_cpu_s"] / rows[base]["real_tokens_per_cpu_s"]
@@ -466,7 +575,8 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
     if config.int8 and (device.type != "cpu" or dtype != torch.float32):
         raise HybridfastError("--int8 needs --device cpu and --dtype float32")
     root = find_data_root(config.data_dir)
-    texts = {name: bench_texts(root, name, config.max_texts) for name in config.datasets}
+    texts = {name: bench_texts(root, name, config.max_texts, config.seed, config.corpus_size)
+             for name in config.datasets}
 
     with tempfile.TemporaryDirectory(prefix="hybridfast-bench-") as scratch:
         tokenizer_name = None
@@ -481,14 +591,16 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
         from transformers import AutoTokenizer
 
         from hybridfast.encoder import EncoderConfig
+        from hybridfast.tokenization import ParallelTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # The ids every variant embeds (truncation as in `encode`), counted on the tokenizer's threads: a 100k-text
+        # corpus takes seconds this way, a minute through one tokenizer call.
+        tokenizer = ParallelTokenizer(AutoTokenizer.from_pretrained(model_dir))
         prefix = (EncoderConfig.load(model_dir) or EncoderConfig()).passage_prefix
         stats = {}
         for name, sample in texts.items():
-            lengths = [len(ids) for ids in tokenizer([prefix + t for t in sample], truncation=True,
-                                                     max_length=config.max_length)["input_ids"]]
-            stats[name] = {"texts": len(sample), "real_tokens": int(sum(lengths)),
+            lengths = [len(ids) for ids in tokenizer.token_ids([prefix + t for t in sample], config.max_length)]
+            stats[name] = {"texts": len(sample), "unique_texts": len(set(sample)), "real_tokens": int(sum(lengths)),
                            "mean_tokens": float(np.mean(lengths)), "max_tokens": int(max(lengths))}
 
         variants: list[Variant] = []
@@ -499,9 +611,20 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
             except Exception as err:  # a variant that cannot load is recorded, the others still run
                 failed[variant_name] = {"error": f"{type(err).__name__}: {err}"}
         results = {}
+        large = config.corpus_size is not None
         for name, sample in texts.items():
-            results[name] = {**measure_all(variants, sample, stats[name]["real_tokens"], config.repeats, device),
+            results[name] = {**measure_all(variants, sample, stats[name]["real_tokens"], config.repeats, device,
+                                           warmup_texts=CORPUS_WARMUP_TEXTS if large else None, latency=not large),
                              **failed}
+            if config.breakdown:
+                for variant in variants:
+                    row = results[name].get(variant.name, {})
+                    if variant.breakdown is None or "error" in row:
+                        continue
+                    try:
+                        row["breakdown"] = variant.breakdown(sample)
+                    except Exception as err:  # the breakdown is a diagnosis: keep the throughput numbers
+                        row["breakdown"] = {"error": f"{type(err).__name__}: {err}"}
         del variants
         gc.collect()
         if device.type == "cuda":
@@ -580,10 +703,16 @@ def plot_results(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _cell(value: float | None, width: int, digits: int, suffix: str = "") -> str:
+    """A right-aligned number, or "–" where there is none (a baseline against itself, a skipped pass)."""
+    return f"{'–':>{width}}" if value is None else f"{f'{value:.{digits}f}{suffix}':>{width}}"
+
+
 def summary_table(result: dict[str, Any]) -> str:
-    """A plain-text table of the result, one line per dataset and variant."""
+    """A plain-text table of the result, one line per dataset and variant, then each breakdown's stages."""
     lines = [f"{'dataset':<9} {'variant':<22} {'seq/s':>9} {'tok/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
              f"{'mem MiB':>8} {'warm-up s':>9} {'vs unfused':>10} {'vs ST':>6}"]
+    breakdowns = []
     for name, data in result["datasets"].items():
         for variant, row in data["variants"].items():
             if "error" in row:
@@ -592,9 +721,19 @@ def summary_table(result: dict[str, Any]) -> str:
             ratios = data["speedups"].get(variant, {})
             lines.append(
                 f"{name:<9} {variant:<22} {row['sequences_per_s']:>9.1f} {row['real_tokens_per_s']:>11.0f} "
-                f"{row['batch_latency_ms_p50'] or 0:>8.1f} {row['batch_latency_ms_p99'] or 0:>8.1f} "
-                f"{row['peak_memory_mib']:>8.1f} {row.get('warmup_seconds', float('nan')):>9.1f} "
-                f"{ratios.get('vs_unfused', float('nan')):>10.2f} "
-                f"{ratios.get('vs_sentence-transformers', float('nan')):>6.2f}"
+                f"{_cell(row['batch_latency_ms_p50'], 8, 1)} {_cell(row['batch_latency_ms_p99'], 8, 1)} "
+                f"{_cell(row['peak_memory_mib'], 8, 1)} {_cell(row.get('warmup_seconds'), 9, 1)} "
+                f"{_cell(ratios.get('vs_unfused'), 10, 2, '×')} "
+                f"{_cell(ratios.get('vs_sentence-transformers'), 6, 2, '×')}"
             )
+            if "breakdown" in row:
+                breakdowns.append((name, variant, row["breakdown"]))
+    for name, variant, breakdown in breakdowns:
+        if "error" in breakdown:
+            lines.append(f"breakdown {name} {variant}: error: {breakdown['error'][:120]}")
+            continue
+        stages = ", ".join(f"{stage} {seconds:.3g} s ({breakdown['fractions'][stage]:.0%})"
+                           for stage, seconds in breakdown["stages_s"].items())
+        lines.append(f"breakdown {name} {variant} (serial, synchronized per stage; {breakdown['batches']} batches, "
+                     f"{breakdown['tokenizer_threads']} tokenizer threads): {stages}; sum {breakdown['total_s']:.3g} s")
     return "\n".join(lines)
