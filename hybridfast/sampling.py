@@ -267,6 +267,10 @@ class HybridBatchSampler:
     def global_batch_size(self) -> int:
         return self.batch_size * self.world_size
 
+    def group_id(self, qid: str) -> int:
+        """The group id of question `qid`, the one `HybridBatch.group_ids` carries for its pairs."""
+        return self._group_of[qid]
+
     @property
     def has_shared_groups(self) -> bool:
         """True when a global batch can hold two pairs of one group (the loss must mask them)."""
