@@ -93,9 +93,13 @@ def write_encoder_files(directory: str | Path, encoder_config: Mapping[str, Any]
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (directory / "2_Normalize").mkdir(exist_ok=True)
     _write_json(directory / "modules.json", modules)
+    # model_args reach AutoModel.from_pretrained: without add_pooling_layer=False sentence-transformers builds
+    # XLM-R's pooler, which these checkpoints do not hold (pooling is mean/cls over token states), and
+    # transformers reports its weights as newly initialized.
     _write_json(
         directory / "sentence_bert_config.json",
-        {"max_seq_length": int(config.get("max_length", 512)), "do_lower_case": False},
+        {"max_seq_length": int(config.get("max_length", 512)), "do_lower_case": False,
+         "model_args": {"add_pooling_layer": False}},
     )
     pooling_config = {"word_embedding_dimension": hidden_size}
     pooling_config.update({f"pooling_mode_{m}_token" if m == "cls" else f"pooling_mode_{m}_tokens": m == pooling

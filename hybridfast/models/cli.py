@@ -76,12 +76,16 @@ def prune_vocab_command(
 
 @app.command("info")
 def info_command(
-    model_dir: Path = typer.Argument(..., help="Checkpoint directory."),
+    model: str = typer.Argument(
+        ..., help="Checkpoint directory, `default` (the offline multilingual-e5-small, imported on first use) or a "
+        "hub id already in the Hugging Face cache: what --model takes elsewhere."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON."),
 ) -> None:
     """Print architecture, parameter counts (embeddings vs rest), dtype, size on disk and encoder config."""
     from hybridfast.models.info import model_info
+    from hybridfast.models.resolve import local_model_dir
 
     with user_errors():
-        info = model_info(model_dir)
+        info = model_info(local_model_dir(model, show_progress=True))
     typer.echo(json.dumps({**asdict(info), "total_params": info.total_params}, indent=2) if as_json else "\n".join(info.lines()))

