@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from hybridfast.errors import HybridfastError
+from hybridfast.quiet import VERBOSE_ENV, quiet_third_party
 
 if TYPE_CHECKING:
     from hybridfast.train.loop import TrainResult
@@ -27,8 +28,19 @@ def train_command(
     ),
     output_dir: str = typer.Option(None, "--output-dir", "-o", help="Override train.output_dir."),
     steps: int = typer.Option(None, "--steps", help="Override train.steps (and clear train.epochs)."),
-    resume: str = typer.Option(None, "--resume", help="auto (newest checkpoint in the output dir), never, or a checkpoint dir."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    resume: str = typer.Option(
+        None, "--resume", help="auto (continue from the newest checkpoint in the output dir; a finished run trains "
+        "nothing), never (start over), or a checkpoint dir.",
+    ),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress",
+        help="Show progress (step, loss, lr, tokens/s, ETA) on stderr: a bar on a terminal, plain lines in a log.",
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", envvar=VERBOSE_ENV,
+        help="Also show the third-party output hidden by default (transformers' loading and saving bars, "
+        "DeepSpeed's CPU notice).",
+    ),
 ) -> None:
     """Fine-tune a shared dual encoder with hybrid (mono + cross-lingual) batches and global negatives.
 
@@ -37,6 +49,8 @@ def train_command(
     `accelerate launch -m hybridfast.train --config CONFIG`. Checkpoints load with
     `hybridfast.load`, `transformers.AutoModel` and `sentence_transformers.SentenceTransformer`.
     """
+    if not verbose:
+        quiet_third_party()  # first: DeepSpeed logs its notice when accelerate imports it
     from hybridfast.train.config import load_config
     from hybridfast.train.loop import train
 
