@@ -81,6 +81,7 @@ class BenchConfig:
     out_dir: Path = Path("benchmarks/results")
     tag: str = ""
     corpus_size: int | None = None
+    baseline_texts: int | None = None
     breakdown: bool = False
     seed: int = 0
 
@@ -95,7 +96,8 @@ class BenchConfig:
         unknown = [v for v in self.variants if v not in KNOWN_VARIANTS]
         if unknown or not self.variants:
             raise HybridfastError(f"--variants must list some of {', '.join(KNOWN_VARIANTS)}, got {self.variants}")
-        for name in ("max_texts", "max_length", "batch_size", "max_batch_tokens", "repeats", "corpus_size"):
+        for name in ("max_texts", "max_length", "batch_size", "max_batch_tokens", "repeats", "corpus_size",
+                     "baseline_texts"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise HybridfastError(f"--{name.replace('_', '-')} must be at least 1")
 
@@ -601,7 +603,8 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
         for name, sample in texts.items():
             lengths = [len(ids) for ids in tokenizer.token_ids([prefix + t for t in sample], config.max_length)]
             stats[name] = {"texts": len(sample), "unique_texts": len(set(sample)), "real_tokens": int(sum(lengths)),
-                           "mean_tokens": float(np.mean(lengths)), "max_tokens": int(max(lengths))}
+                           "mean_tokens": float(np.mean(lengths)), "max_tokens": int(max(lengths)),
+                           "_lengths": lengths}
 
         variants: list[Variant] = []
         failed: dict[str, dict[str, Any]] = {}
@@ -613,9 +616,21 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
         results = {}
         large = config.corpus_size is not None
         for name, sample in texts.items():
-            results[name] = {**measure_all(variants, sample, stats[name]["real_tokens"], config.repeats, device,
-                                           warmup_texts=CORPUS_WARMUP_TEXTS if large else None, latency=not large),
-                             **failed}
+            lengths = stats[name].pop("_lengths")
+            # Baselines may run on the corpus's first `baseline_texts` texts (their throughput is steady after a few
+            # thousand texts, and they are the slow part of a large-corpus run); each row records its texts.
+            groups = [(variants, len(sample))]
+            if config.baseline_texts is not None and config.baseline_texts < len(sample):
+                groups = [([v for v in variants if v.name not in BASELINES], len(sample)),
+                          ([v for v in variants if v.name in BASELINES], config.baseline_texts)]
+            results[name] = {}
+            for group, count in groups:
+                measured = measure_all(group, sample[:count], int(sum(lengths[:count])), config.repeats, device,
+                                       warmup_texts=CORPUS_WARMUP_TEXTS if large else None, latency=not large)
+                for row in measured.values():
+                    row.setdefault("texts", count)
+                results[name].update(measured)
+            results[name].update(failed)
             if config.breakdown:
                 for variant in variants:
                     row = results[name].get(variant.name, {})
@@ -636,9 +651,10 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
         for row in rows.values():
             embeddings = row.pop("_embeddings", None)
             if embeddings is not None and reference is not None:
-                row["min_cosine_vs_unfused"] = float(np.min(np.sum(embeddings * reference, axis=1)
-                                                            / np.linalg.norm(embeddings, axis=1)
-                                                            / np.linalg.norm(reference, axis=1)))
+                common = min(len(embeddings), len(reference))  # the baseline may have embedded a prefix only
+                a, b = embeddings[:common], reference[:common]
+                row["min_cosine_vs_unfused"] = float(np.min(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1)
+                                                            / np.linalg.norm(b, axis=1)))
         datasets_out[name] = {**stats[name], "variants": rows, "speedups": _speedups(rows)}
     result = {
         "benchmark": "encode",
@@ -710,7 +726,7 @@ def _cell(value: float | None, width: int, digits: int, suffix: str = "") -> str
 
 def summary_table(result: dict[str, Any]) -> str:
     """A plain-text table of the result, one line per dataset and variant, then each breakdown's stages."""
-    lines = [f"{'dataset':<9} {'variant':<22} {'seq/s':>9} {'tok/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
+    lines = [f"{'dataset':<9} {'variant':<22} {'texts':>7} {'seq/s':>9} {'tok/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
              f"{'mem MiB':>8} {'warm-up s':>9} {'vs unfused':>10} {'vs ST':>6}"]
     breakdowns = []
     for name, data in result["datasets"].items():
@@ -720,7 +736,8 @@ def summary_table(result: dict[str, Any]) -> str:
                 continue
             ratios = data["speedups"].get(variant, {})
             lines.append(
-                f"{name:<9} {variant:<22} {row['sequences_per_s']:>9.1f} {row['real_tokens_per_s']:>11.0f} "
+                f"{name:<9} {variant:<22} {row.get('texts', data['texts']):>7} {row['sequences_per_s']:>9.1f} "
+                f"{row['real_tokens_per_s']:>11.0f} "
                 f"{_cell(row['batch_latency_ms_p50'], 8, 1)} {_cell(row['batch_latency_ms_p99'], 8, 1)} "
                 f"{_cell(row['peak_memory_mib'], 8, 1)} {_cell(row.get('warmup_seconds'), 9, 1)} "
                 f"{_cell(ratios.get('vs_unfused'), 10, 2, '×')} "

@@ -49,7 +49,8 @@ def test_large_corpus_mode_with_breakdown(tmp_path, tiny_model_dir, data_root):
     result = runner.invoke(app, [
         "bench", "encode", "--model", str(tiny_model_dir), "--device", "cpu", "--data-dir", str(data_root),
         "--datasets", "xquad-r", "--corpus-size", "60", "--seed", "3", "--max-length", "32", "--repeats", "1",
-        "--max-batch-tokens", "256", "--variants", "lean,unfused", "--breakdown", "--out-dir", str(tmp_path),
+        "--max-batch-tokens", "256", "--variants", "lean,unfused", "--breakdown", "--baseline-texts", "25",
+        "--out-dir", str(tmp_path),
     ])
     assert result.exit_code == 0, result.output
     data = json.loads(next(tmp_path.glob("bench_encode_cpu_*.json")).read_text())
@@ -57,9 +58,12 @@ def test_large_corpus_mode_with_breakdown(tmp_path, tiny_model_dir, data_root):
     dataset = data["datasets"]["xquad-r"]
     assert dataset["texts"] == 60 and 1 <= dataset["unique_texts"] <= 60
     lean, unfused = dataset["variants"]["lean"], dataset["variants"]["unfused"]
+    assert lean["texts"] == lean["warmup_texts"] == 60 and unfused["texts"] == unfused["warmup_texts"] == 25
     for row in (lean, unfused):
-        assert row["real_tokens_per_s"] > 0 and row["warmup_texts"] == 60
+        assert row["real_tokens_per_s"] > 0 and row["sequences_per_s"] * row["seconds"] == pytest.approx(row["texts"])
         assert row["batch_latency_ms_p50"] is None  # no per-batch latency pass in large-corpus mode
+    assert lean["real_tokens_per_s"] * lean["seconds"] == pytest.approx(dataset["real_tokens"])
+    assert unfused["real_tokens_per_s"] * unfused["seconds"] < dataset["real_tokens"]  # its 25 texts only
     assert dataset["speedups"]["lean"]["vs_unfused"] == pytest.approx(
         lean["real_tokens_per_s"] / unfused["real_tokens_per_s"])
     assert lean["min_cosine_vs_unfused"] >= 0.9999
