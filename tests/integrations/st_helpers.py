@@ -17,11 +17,12 @@ def parallel_rows(questions: int = QUESTIONS, langs: tuple[str, ...] = LANGS) ->
     rows: dict[str, list] = {"qid": [], "lang": [], "query": [], "passage": [], "hard_negatives": []}
     for i in range(questions):
         a, b, c = (words[(3 * i + k) % len(words)] for k in range(3))
+        x, y = (words[(3 * (i // 2) + k) % len(words)] for k in (1, 2))
         for lang in langs:
             rows["qid"].append(f"q{i}")
             rows["lang"].append(lang)
             rows["query"].append(f"{lang} {a} {b}?")
-            rows["passage"].append(f"{lang} paragraph {i // 2} {c} {a}.")
+            rows["passage"].append(f"{lang} paragraph {i // 2}: {x} {y}.")
             rows["hard_negatives"].append([f"{lang} {b} {c} {k}" for k in range(2)])
     return rows
 
