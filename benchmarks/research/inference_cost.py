@@ -5,8 +5,10 @@ For each model and each encode path, per repeat:
 - **corpus throughput**: `passages` SciFact documents (title + text, passage prefix, truncated to
   `max_length` tokens) embedded in one call; passages/s = n / seconds and real tokens/s = (non-padding
   tokens, special tokens included) / seconds;
-- **single-query latency**: `queries` SciFact queries embedded one at a time (batch 1); p50 and p99 over
-  the queries, in milliseconds.
+- **single-query latency**: `queries` SciFact queries embedded one at a time (batch 1); the median (p50)
+  and the mean over the queries, in milliseconds, and a tail percentile q only where at least
+  `MIN_TAIL_SAMPLES` latencies lie beyond it (n·(1 − q) >= 10: p90 needs 100 queries, p99 1,000); with fewer,
+  "p99" would just be the maximum.
 
 Paths: `lean` is `hybridfast.load(...)` (`FusedEncoder.encode`: token-budget batches, length sorting,
 padding-free where the hardware allows); `baseline` is `hybridfast.serve.baseline.UnfusedEncoder` (HF
@@ -14,11 +16,15 @@ padding-free where the hardware allows); `baseline` is `hybridfast.serve.baselin
 paths, then the repeats run round-robin (the model order rotates every repeat, the path order alternates),
 so slow drift of the machine (other processes, clocks) spreads over all models instead of biasing one.
 The run-to-run spread of one model's repeats is the noise against which differences between models are
-judged.
+judged, and the repeats are paired: repeat r of every model and path ran back to back. Equivalence of two
+models' cost is tested on the paired log-ratios of repeat r (throughput, mean latency): two one-sided t-tests
+that the mean ratio lies within 1 ± `margin` (TOST, `hybridfast.eval.significance.tost_paired`). The load
+average is recorded with every repeat.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +35,8 @@ from typing import Any
 import numpy as np
 
 PATHS = ("lean", "baseline")
+MIN_TAIL_SAMPLES = 10
+TAIL_PERCENTILES = (90, 99)
 
 
 @dataclass
@@ -79,8 +87,10 @@ def measure_inference_cost(
     settings: CostSettings,
     device: str,
     log: Callable[[str], None] = print,
+    margin: float = 0.03,
 ) -> dict[str, Any]:
-    """Time every model (name -> checkpoint dir) on both paths; returns per-repeat samples and summaries."""
+    """Time every model (name -> checkpoint dir) on both paths; per-repeat samples, summaries and pairwise
+    equivalence tests of the models' cost within ±`margin` (relative)."""
     import torch
 
     import hybridfast
@@ -140,6 +150,7 @@ def measure_inference_cost(
     samples: list[dict[str, Any]] = []
     names = list(models)
     for repeat in range(settings.repeats):
+        load = _load_average()
         order = names[repeat % len(names):] + names[: repeat % len(names)]
         paths = PATHS if repeat % 2 == 0 else PATHS[::-1]
         for name in order:
@@ -161,26 +172,101 @@ def measure_inference_cost(
                     "model": name,
                     "path": path,
                     "repeat": repeat,
+                    "load_avg": load,
                     "corpus_seconds": seconds,
                     "passages_per_s": len(passages) / seconds,
                     "tokens_per_s": info[name]["passage_tokens"] / seconds,
                     "latency_p50_ms": float(np.percentile(lat, 50)),
-                    "latency_p99_ms": float(np.percentile(lat, 99)),
                     "latency_mean_ms": float(lat.mean()),
+                    **{f"latency_p{q}_ms": tail_percentile(lat, q) for q in TAIL_PERCENTILES},
                 })
         log(f"cost: repeat {repeat + 1}/{settings.repeats} done")
     return {
         "settings": asdict(settings),
         "device": str(device),
+        "device_name": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else _cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "texts": {"passages": len(passages), "queries": len(queries)},
         "models": info,
         "samples": samples,
         "summary": summarize(samples),
+        "equivalence": equivalence_tests(samples, margin),
+        "speedup": speedup_tests(samples),
     }
 
 
-COST_METRICS = ("latency_p50_ms", "latency_p99_ms", "passages_per_s", "tokens_per_s")
+COST_METRICS = ("latency_p50_ms", "latency_mean_ms", "passages_per_s", "tokens_per_s")
+# Equivalence between models: throughput of the corpus call and the mean single-query latency.
+EQUIVALENCE_METRICS = ("passages_per_s", "latency_mean_ms")
+
+
+def tail_percentile(values: np.ndarray, q: float) -> float | None:
+    """The q-th percentile when at least `MIN_TAIL_SAMPLES` values lie beyond it, else None."""
+    return float(np.percentile(values, q)) if len(values) * (1 - q / 100) >= MIN_TAIL_SAMPLES else None
+
+
+def _paired_log_ratios(samples: Sequence[Mapping[str, Any]], path: str, a: str, b: str, metric: str) -> np.ndarray:
+    by_repeat = {(s["model"], s["repeat"]): s[metric] for s in samples if s["path"] == path}
+    repeats = sorted({r for (m, r) in by_repeat if m == a} & {r for (m, r) in by_repeat if m == b})
+    return np.array([np.log(by_repeat[(b, r)] / by_repeat[(a, r)]) for r in repeats])
+
+
+def equivalence_tests(samples: Sequence[Mapping[str, Any]], margin: float) -> list[dict[str, Any]]:
+    """TOST of every later model against every earlier one, per path and metric, on paired log-ratios."""
+    from hybridfast.eval.significance import tost_paired
+
+    models = list(dict.fromkeys(s["model"] for s in samples))
+    out = []
+    for path in PATHS:
+        for i, a in enumerate(models):
+            for b in models[i + 1:]:
+                for metric in EQUIVALENCE_METRICS:
+                    ratios = _paired_log_ratios(samples, path, a, b, metric)
+                    if len(ratios) < 2:
+                        continue
+                    test = tost_paired(ratios, float(np.log1p(margin)))
+                    out.append({"path": path, "a": a, "b": b, "metric": metric, "repeats": len(ratios),
+                                "ratio_b_over_a": float(np.exp(test.diff)),
+                                "ratio_ci90": [float(np.exp(test.ci_low)), float(np.exp(test.ci_high))],
+                                "margin": margin, "p_tost": test.p, "equivalent": bool(test.equivalent)})
+    return out
+
+
+def speedup_tests(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Lean ÷ baseline per model, from the paired repeats: geometric mean ratio and its 95% t-interval."""
+    from scipy import stats
+
+    out = []
+    for model in dict.fromkeys(s["model"] for s in samples):
+        for metric in EQUIVALENCE_METRICS:
+            by = {(s["path"], s["repeat"]): s[metric] for s in samples if s["model"] == model}
+            repeats = sorted({r for (p, r) in by if p == "lean"} & {r for (p, r) in by if p == "baseline"})
+            logs = np.array([np.log(by[("lean", r)] / by[("baseline", r)]) for r in repeats])
+            if len(logs) < 2:
+                continue
+            half = float(stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs)))
+            out.append({"model": model, "metric": metric, "repeats": len(logs), "ratio_lean_over_baseline":
+                        float(np.exp(logs.mean())), "ci95": [float(np.exp(logs.mean() - half)),
+                                                             float(np.exp(logs.mean() + half))]})
+    return out
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _cpu_name() -> str:
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
@@ -191,7 +277,9 @@ def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[
     for path, per_model in out.items():
         for model in per_model:
             rows = [s for s in samples if s["path"] == path and s["model"] == model]
-            for metric in COST_METRICS:
+            for metric in (*COST_METRICS, *(f"latency_p{q}_ms" for q in TAIL_PERCENTILES)):
+                if any(row.get(metric) is None for row in rows):
+                    continue
                 values = np.array([row[metric] for row in rows], dtype=np.float64)
                 per_model[model][metric] = {
                     "mean": float(values.mean()),

@@ -4,12 +4,16 @@ One results folder per experiment (e.g. `benchmarks/research/results/cpu-reduced
 
     experiment.json              plan (runs, tasks, comparisons), settings
     invocations/{start}-{pid}.json   one per driver invocation: command, start, finish, hardware, versions
-    steps.jsonl                  one line per step and invocation: done / skipped, wall time, what it ran
+    steps.jsonl                  one line per step and invocation: done / skipped, wall time, load, what it ran
+    start_model.json             the vocabulary pruning of the start model (sizes), when the config asks for it
     configs/{run}.yaml           the exact `hybridfast train` config of each training run
-    train/{run}.json             training summary (loss curve, wall time, batch counts, checkpoint)
+    train/{run}.json             training summary (loss and learning curves, realized batch mix, checkpoint)
+    curve_zero_shot.json         the learning curves' step-0 point (the zero-shot model on the curve subset)
     eval/{model}/{task}.json     `hybridfast eval` result files (format hybridfast-eval/1, per-query scores)
     compare/{task}/{b}__vs__{a}.json   `hybridfast eval compare` output: B tested against baseline A
-    cost.json                    inference latency / throughput, lean path and unfused baseline, all repeats
+    compare/family.json          Holm-Bonferroni over the primary tests of every comparison
+    training_speed.json          timing stage: training step time and tokens/s per strategy, load averages
+    cost.json                    timing stage: inference latency / throughput, lean and unfused paths, all repeats
 
 Checkpoints stay under the runs folder (`runs/research/...`, git-ignored); nothing here holds weights or
 embeddings.
@@ -57,6 +61,22 @@ class ResultsLayout:
     @property
     def cost_file(self) -> Path:
         return self.root / "cost.json"
+
+    @property
+    def training_speed_file(self) -> Path:
+        return self.root / "training_speed.json"
+
+    @property
+    def pruning_file(self) -> Path:
+        return self.root / "start_model.json"
+
+    @property
+    def curve_start_file(self) -> Path:
+        return self.root / "curve_zero_shot.json"
+
+    @property
+    def family_file(self) -> Path:
+        return self.root / "compare" / "family.json"
 
     def invocation_file(self, started: str, pid: int) -> Path:
         return self.root / "invocations" / f"{started.replace(':', '')}-{pid}.json"

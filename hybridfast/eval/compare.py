@@ -158,6 +158,9 @@ def _test_row(setting: str, metric: str, ids: list[str], scores_a: np.ndarray, s
               clusters: Mapping[str, list[str]], unit: str, sensitivity_units: Sequence[str], n_resamples: int,
               seed: int, margins: Mapping[str, float] | None, alpha: float) -> dict[str, Any]:
     main_unit = unit if unit == "query" or unit in clusters else "query"
+    if main_unit != "query" and len(set(clusters[main_unit])) < 2:
+        raise HybridfastError(f"{setting} {metric}: all shared queries are in one {main_unit}; a test needs at least "
+                              f"two (use --unit query if they are independent)")
     test = hierarchical_bootstrap(scores_a, scores_b, clusters.get(main_unit), n_resamples=n_resamples, seed=seed)
     row: dict[str, Any] = {
         "setting": setting,
@@ -177,6 +180,10 @@ def _test_row(setting: str, metric: str, ids: list[str], scores_a: np.ndarray, s
     }
     for level in sensitivity_units:
         if level == main_unit or (level != "query" and level not in clusters):
+            continue
+        if level != "query" and len(set(clusters[level])) < 2:
+            row["sensitivity"][level] = {"clusters": 1, "ci_low": None, "ci_high": None, "p": None,
+                                         "note": f"one {level} only: no test"}
             continue
         other = hierarchical_bootstrap(scores_a, scores_b, clusters.get(level), n_resamples=n_resamples, seed=seed)
         row["sensitivity"][level] = {"clusters": other.clusters, "ci_low": other.ci_low, "ci_high": other.ci_high,

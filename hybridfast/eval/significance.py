@@ -141,6 +141,8 @@ def _bootstrap(a: np.ndarray, b: np.ndarray, cluster: np.ndarray, n_resamples: i
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be at least 1, not {n_resamples}")
     n_clusters = int(cluster.max()) + 1
+    if n_clusters < 2:
+        raise ValueError("resampling needs at least two clusters: one cluster carries no information on the variance")
     # T_X[s, c]: per-seed sums over each cluster's queries; n_c: queries per cluster.
     totals_a = np.zeros((a.shape[0], n_clusters))
     totals_b = np.zeros((b.shape[0], n_clusters))

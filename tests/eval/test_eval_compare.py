@@ -114,15 +114,17 @@ def test_family_holm_spans_comparisons():
 
 
 def test_pairs_only_queries_scored_in_every_file():
-    a = _result(["x", "y", "z"], {"mono": {"map": [0.1, 0.2, float("nan")]}, "cross": {"map": [0.1, 0.2, 0.3]}})
-    b = _result(["z", "y", "x", "w"], {"mono": {"map": [0.5, 0.4, 0.3, 0.9]}})
-    b2 = _result(["y", "x"], {"mono": {"map": [0.4, float("nan")]}})
+    a = _result(["x", "y", "z", "v"], {"mono": {"map": [0.1, 0.2, float("nan"), 0.3]},
+                                       "cross": {"map": [0.1, 0.2, 0.3, 0.4]}})
+    b = _result(["z", "y", "x", "w", "v"], {"mono": {"map": [0.5, 0.4, 0.3, 0.9, 0.2]}})
+    b2 = _result(["v", "y", "x"], {"mono": {"map": [0.1, 0.4, float("nan")]}})
     (row,) = compare_results(a, b, n_resamples=200)["rows"]
-    # Shared ids x, y (z is skipped in A, w is not in A); the cross setting is only in A.
-    assert row["setting"] == "mono" and row["queries"] == 2
-    assert row["mean_a"] == pytest.approx(0.15) and row["mean_b"] == pytest.approx(0.35)
+    # Shared ids x, y, v (z is skipped in A, w is not in A); the cross setting is only in A.
+    assert row["setting"] == "mono" and row["queries"] == 3
+    assert row["mean_a"] == pytest.approx(0.2) and row["mean_b"] == pytest.approx(0.3)
     (row,) = compare_results(a, [b, b2], n_resamples=200)["rows"]
-    assert row["queries"] == 1 and row["seeds_b"] == 2  # x is unscored in b2
+    assert row["queries"] == 2 and row["seeds_b"] == 2  # x is unscored in b2
+    assert row["mean_b"] == pytest.approx((0.4 + 0.2 + 0.4 + 0.1) / 4)
 
 
 def test_missing_cluster_labels_fall_back_with_a_note_and_disagreeing_labels_raise():

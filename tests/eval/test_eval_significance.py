@@ -180,6 +180,8 @@ def test_bad_inputs_raise():
         hierarchical_bootstrap([np.nan], [1.0])
     with pytest.raises(ValueError, match="cluster labels"):
         hierarchical_bootstrap([1.0, 2.0], [1.0, 2.0], ["a"])
+    with pytest.raises(ValueError, match="at least two clusters"):
+        hierarchical_bootstrap([1.0, 2.0], [1.5, 2.5], ["same", "same"])
     with pytest.raises(ValueError, match="n_resamples"):
         hierarchical_bootstrap([1.0], [2.0], n_resamples=0)
     with pytest.raises(ValueError, match="margin must be positive"):
