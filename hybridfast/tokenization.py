@@ -54,12 +54,15 @@ class ParallelTokenizer:
             return self.tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
                                   return_token_type_ids=False)["input_ids"]
         backend = self._truncating(max_length)
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets nobody reads here: the same ids for
+        # ~10 % less CPU time (e5's tokenizer on SciFact passages, process CPU time, 2-core Zen 4).
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
         slices = max(1, min(self.threads, len(texts) // MIN_SLICE))
         if slices == 1:
-            return [encoding.ids for encoding in backend.encode_batch(texts)]
+            return [encoding.ids for encoding in encode(texts)]
         step = -(-len(texts) // slices)
         parts = [texts[start : start + step] for start in range(0, len(texts), step)]
-        encoded = self._executor().map(backend.encode_batch, parts)
+        encoded = self._executor().map(encode, parts)
         return [encoding.ids for encoding in chain.from_iterable(encoded)]
 
     def _truncating(self, max_length: int) -> Any:
