@@ -84,6 +84,8 @@ class Histogram:
         lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} histogram"]
         with self._lock:
             series = sorted((key, (list(c), t[0])) for key, (c, t) in self._series.items())
+        if not series and not self.label_names:  # an unlabeled histogram reports zeros before its first value
+            series = [((), ([0] * (len(self.buckets) + 1), 0.0))]
         for key, (counts, total) in series:
             running = 0
             for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):

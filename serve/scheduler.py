@@ -281,6 +281,8 @@ class Scheduler:
         self._task = asyncio.create_task(self._serve_forever(), name="hybridfast-scheduler")
 
     async def stop(self) -> None:
+        """Stop the worker; jobs still waiting or in the interrupted batch fail with SchedulerStopped."""
+        running = self._running.jobs() if self._running is not None else []
         if self._task is not None:
             self._task.cancel()
             try:
@@ -290,11 +292,15 @@ class Scheduler:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         stopped = SchedulerStopped("the server is shutting down")
-        for job in self.queue.drain() + (self._running.jobs() if self._running else []):
+        for job in self.queue.drain() + running:
             self._finish(job, stopped)
 
-    def submit(self, token_ids: Sequence[list[int]], timeout_s: float | None) -> Job:
-        """Queue one request's inputs; await ``job.result`` for its rows ([n, dim] float32, in input order)."""
+    def submit(self, token_ids: Sequence[list[int]], timeout_s: float | None, started: float | None = None) -> Job:
+        """Queue one request's inputs; await ``job.result`` for its rows ([n, dim] float32, in input order).
+
+        The job fails with DeadlineExceeded `timeout_s` seconds after `started` (a ``time.monotonic()``
+        reading, e.g. the request's arrival; default now).
+        """
         if not self.alive:
             raise SchedulerStopped("the encoder worker is not running")
         loop = asyncio.get_running_loop()
@@ -308,7 +314,8 @@ class Scheduler:
             self.metrics.rejected.inc()
             raise
         if timeout_s is not None:
-            job.expiry = loop.call_later(timeout_s, self._expire, job, timeout_s)
+            remaining = timeout_s - (time.monotonic() - started if started is not None else 0.0)
+            job.expiry = loop.call_later(max(0.0, remaining), self._expire, job, timeout_s)
         return job
 
     def cancel(self, job: Job) -> None:

@@ -502,9 +502,8 @@ def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
                            f"{settings.max_inputs_per_request} (--max-inputs-per-request)", code="too_many_inputs",
                            param="input")
         ids = await tokenizers.tokenize(texts, kind)
-        timeout = settings.request_timeout_s
         try:
-            job = scheduler.submit(ids, None if timeout is None else max(0.0, timeout - (time.monotonic() - start)))
+            job = scheduler.submit(ids, settings.request_timeout_s, started=start)
         except SchedulerError as err:
             raise APIError.from_scheduler(err) from None
         return await rows_unless_hangup(scheduler, job, request.receive), sum(len(row) for row in ids)
