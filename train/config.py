@@ -8,9 +8,11 @@ Sections and keys (every key optional; unknown keys are errors that name the key
     [sampling]  alpha, alpha_schedule ("exact" | "bernoulli"), language_weights ("uniform" | "size" |
                 {lang = weight}), batch_size, hard_negatives, allow_parallel_duplicates, pairs_per_qid
     [optim]     lr, weight_decay, warmup_steps, schedule ("linear" | "cosine" | "constant"),
-                max_grad_norm, temperature, learn_temperature
+                max_grad_norm, temperature, learn_temperature, symmetric
     [train]     steps, epochs, precision ("fp32" | "bf16" | "fp16"), deepspeed, output_dir, seed,
-                resume ("auto" | "never" | a checkpoint dir), loss_backend
+                resume ("auto" | "never" | a checkpoint dir), loss_backend, embed_chunk_size (texts per
+                encoder call, 0 = off: the cached step of `hybridfast.train.step`), padding_free
+                (true | false | "auto": packed varlen batches on CUDA in bf16/fp16)
     [log]       log_every, save_every, keep_last, eval_every, eval_hook ("module:function"),
                 save_dtype ("float32" | "bfloat16": dtype of the saved model weights)
 
@@ -85,6 +87,7 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     temperature: float = 0.05
     learn_temperature: bool = False
+    symmetric: bool = False
 
 
 @dataclass
@@ -97,6 +100,8 @@ class RunConfig:
     seed: int = 0
     resume: str = "auto"
     loss_backend: str = "auto"
+    embed_chunk_size: int = 0
+    padding_free: bool | str = "auto"
 
 
 @dataclass
@@ -202,6 +207,10 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
         return list(value)
+    if annotation == "bool | str":
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise bad('true, false or "auto"')
     if annotation == "str | dict[str, float]":
         if isinstance(value, str):
             return value
@@ -297,6 +306,11 @@ def validate(config: TrainConfig) -> None:
         fail("train.output_dir", "empty")
     if t.loss_backend not in ("auto", "torch", "triton", "naive"):
         fail("train.loss_backend", f"must be auto, torch, triton or naive, not {t.loss_backend!r}")
+    if t.embed_chunk_size < 0:
+        fail("train.embed_chunk_size", f"must be 0 (off) or a positive number of texts, not {t.embed_chunk_size}")
+    if t.embed_chunk_size and m.gradient_checkpointing:
+        fail("train.embed_chunk_size", "already recomputes every chunk in the backward; turn "
+                                       "model.gradient_checkpointing off")
     ds = config.deepspeed_path()
     if ds is not None and not ds.is_file():
         fail("train.deepspeed", f"{config.train.deepspeed}: file not found (looked beside the config and in the "

@@ -3,7 +3,7 @@
 One code path for one process, DDP (gloo / NCCL) and DeepSpeed ZeRO-2/3. Per step:
 
     batch  = sampler's slice of global step s           (texts; mono or cross decided per step)
-    q, c   = encoder(queries), encoder(passages + hard negatives)
+    q, c   = encoder(queries), encoder(passages + hard negatives)   (plain or cached: `train/step.py`)
     loss   = global_contrastive_loss(q, c, τ)           (candidates gathered from all ranks)
     backward once, clip, AdamW step, LR schedule step
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 import re
 import time
@@ -37,6 +36,7 @@ from hybridfast.train.config import (
     check_hook_signature,
     load_hook,
 )
+from hybridfast.train.step import ContrastiveDualEncoder
 
 if TYPE_CHECKING:
     from hybridfast.data import ParallelRecord
@@ -73,34 +73,6 @@ class TrainResult:
     def steps_trained(self) -> int:
         """Optimizer steps taken by this invocation (steps - start_step: a resumed run starts past 0)."""
         return self.steps - self.start_step
-
-
-class ContrastiveDualEncoder(nn.Module):
-    """The shared encoder plus the (fixed or learnable) temperature τ = exp(log τ).
-
-    One forward embeds the queries and the candidates, so DDP and DeepSpeed see exactly one
-    forward and one backward per step.
-    """
-
-    def __init__(self, encoder: FusedEncoder, temperature: float, learn_temperature: bool):
-        super().__init__()
-        self.encoder = encoder
-        log_tau = torch.tensor(math.log(temperature), dtype=torch.float32)
-        if learn_temperature:
-            self.log_temperature = nn.Parameter(log_tau)
-        else:
-            self.register_buffer("log_temperature", log_tau)
-
-    def forward(
-        self,
-        query_ids: torch.Tensor,
-        query_mask: torch.Tensor,
-        passage_ids: torch.Tensor,
-        passage_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        queries = self.encoder(query_ids, query_mask)
-        candidates = self.encoder(passage_ids, passage_mask)
-        return queries, candidates, self.log_temperature.float().exp()
 
 
 def load_records(config: TrainConfig, data_dir: str | os.PathLike[str] | None = None) -> list[ParallelRecord]:
@@ -316,7 +288,7 @@ def train(
     )
     from hybridfast.train.collate import collate
     from hybridfast.train.metrics import append_record, trim_to_step
-    from hybridfast.train.loss import global_contrastive_loss
+    from hybridfast.train.step import contrastive_step
 
     started = time.perf_counter()
     output_dir = Path(config.train.output_dir).expanduser().resolve()
@@ -382,7 +354,11 @@ def train(
     if config.model.gradient_checkpointing:
         encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     encoder.train()
-    module = ContrastiveDualEncoder(encoder, config.optim.temperature, config.optim.learn_temperature)
+    packed = _padding_free(config, encoder, notes)
+    module = ContrastiveDualEncoder(
+        encoder, config.optim.temperature, config.optim.learn_temperature,
+        embed_chunk_size=config.train.embed_chunk_size, padding_free=packed,
+    )
 
     from transformers import get_scheduler
 
@@ -486,19 +462,13 @@ def train(
     with progress:
         while step < total_steps:
             for batch in sampler:
-                inputs = collate(encoder, batch).to(device)
+                inputs = collate(encoder, batch)
                 with accelerator.autocast():
-                    queries, candidates, tau = model(
-                        inputs.query_ids, inputs.query_mask, inputs.passage_ids, inputs.passage_mask
+                    out = contrastive_step(
+                        model, inputs, use_groups=sampler.has_shared_groups, symmetric=config.optim.symmetric,
+                        loss_backend=config.train.loss_backend,
                     )
-                    loss = global_contrastive_loss(
-                        queries,
-                        candidates,
-                        temperature=tau,
-                        query_groups=inputs.query_groups if sampler.has_shared_groups else None,
-                        candidate_groups=inputs.candidate_groups if sampler.has_shared_groups else None,
-                        backend=config.train.loss_backend,
-                    )
+                loss, tau = out.loss, out.temperature
                 local = torch.tensor(
                     [loss.detach().float().item(), float(inputs.num_tokens), float(len(batch))], device=device
                 )
@@ -584,6 +554,30 @@ def _master_weights(model: nn.Module, weights: dict[str, torch.Tensor] | None) -
     """float32 values of the parameters the optimizer updates (from the consolidated `weights` under ZeRO-3)."""
     values = weights if weights is not None else dict(model.named_parameters())
     return {name: values[name].detach().float() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def _padding_free(config: TrainConfig, encoder: FusedEncoder, notes: list[str]) -> bool:
+    """Resolve `train.padding_free`: packed (varlen) encoder calls when asked, or under "auto" on CUDA in bf16 /
+    fp16 where FlashAttention varlen runs; padded otherwise. Packed training drops attention-probability dropout
+    on the FlashAttention path (`hybridfast.varlen`), which the note says."""
+    from hybridfast.varlen import flash_varlen_available
+
+    request = config.train.padding_free
+    if request is False:
+        return False
+    reason = encoder.packing_unsupported()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.train.precision, torch.float32)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    fast = flash_varlen_available(device, dtype)
+    if request == "auto" and (reason or not fast):
+        return False
+    if reason:
+        raise ConfigError(f"{config.source}: train.padding_free: {reason}")
+    dropout = float(getattr(encoder.model.config, "attention_probs_dropout_prob", 0.0) or 0.0)
+    if fast and dropout > 0:
+        notes.append(f"padding-free training: FlashAttention varlen applies no attention-probability dropout "
+                     f"(the model's is {dropout}); hidden-state dropout is unchanged")
+    return True
 
 
 def _rank_world(accelerator: Any) -> tuple[int, int]:
