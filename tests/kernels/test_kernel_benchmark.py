@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -116,3 +117,31 @@ def test_rates_keep_three_significant_digits() -> None:
 
     assert [_sig(v) for v in (0.0144, 0.000123456, 4.567, 787.4, 0.0, None)] == [
         "0.0144", "0.000123", "4.57", "787", "0", "–"]
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="tunes interpreter-sized configs")
+def test_first_call_bookkeeping_sees_a_retune(forced_tuning) -> None:
+    """The sweep's first-call check: `_tuned_keys` grows by one key per autotuned kernel on the call that tunes, and
+    that call's loss and gradients equal a later call's."""
+    import torch
+
+    from hybridfast.kernels import contrastive as cmod
+    from hybridfast.kernels import contrastive_loss
+    from hybridfast.kernels.benchmark import _rel_diffs, _tuned_keys
+
+    short, tall = (cmod._config(rows, 16, 16, 4, 1) for rows in (cmod.ROW_ALIGN, 2 * cmod.ROW_ALIGN))
+    for kernel in (cmod._forward_kernel, cmod._grad_scores_kernel):
+        forced_tuning(kernel, [short, tall], lambda config: config is tall)
+    q = torch.nn.functional.normalize(torch.randn(50, 24), dim=1).requires_grad_()
+    p = torch.nn.functional.normalize(torch.randn(50, 24), dim=1).requires_grad_()
+
+    def step():
+        loss = contrastive_loss(q, p, temperature=0.05, symmetric=True, backend="triton")
+        return (loss.detach(), *torch.autograd.grad(loss, (q, p)))
+
+    before = _tuned_keys()
+    first = step()
+    assert sorted(name for name, _ in _tuned_keys() - before) == ["dS", "forward"]
+    diffs = _rel_diffs(first, step())
+    assert set(diffs) == {"loss", "dq", "dp"} and max(diffs.values()) <= 1e-6
+    assert _rel_diffs(first, (first[0] * 1.01, *first[1:]))["loss"] == pytest.approx(0.01 / 1.01)
