@@ -174,7 +174,9 @@ class FusedEncoder(nn.Module):
         from hybridfast.models.resolve import resolve_model
 
         source = resolve_model(str(name_or_dir))
-        torch_dtype = _parse_dtype(dtype)
+        # float32 unless asked: transformers would otherwise take the dtype of the weights file, and a checkpoint
+        # saved in bfloat16 (train's log.save_dtype) should load as the float32 model its config.json describes.
+        torch_dtype = _parse_dtype(dtype) or torch.float32
         model = AutoModel.from_pretrained(source, dtype=torch_dtype, add_pooling_layer=False, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source)
         config = EncoderConfig.load(source) if Path(source).is_dir() else None
