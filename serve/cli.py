@@ -63,7 +63,8 @@ MODEL_HELP = "Checkpoint directory or model name (see `hybridfast models`)."
 DEVICE_HELP = "cpu, cuda, cuda:1 … (default: cuda when available)."
 DTYPE_HELP = "float32 | bfloat16 | float16 (default: the checkpoint's)."
 INT8_HELP = "int8 linear layers, per-token activation scales (CPU, float32 only; ~10 s compile at start)."
-COMPILE_HELP = "Run the transformer through torch.compile (faster batches; 1-2 min of compiling first on 2 CPU cores)."
+COMPILE_HELP = ("Run the transformer through torch.compile: faster batches after about 20-25 s of compiling on an "
+                "idle 2-core CPU (minutes on a busy one).")
 PADDING_FREE_HELP = "Packed batches without padding: auto (CUDA with varlen attention), yes, no."
 TOKENS_HELP = "Token budget per batch, padding included (default: 16384 on GPU as in TEI, 2048 on CPU)."
 
