@@ -102,8 +102,9 @@ def download_command(
     name: str = typer.Argument(..., help="Dataset: xquad, xquad-r, beir-scifact or tatoeba."),
     to: str | None = typer.Option(
         None,
+        "--data-dir",
         "--to",
-        help="Data root to write into (the dataset lands in a sub-folder). Default: the data root.",
+        help="Data root to write into (the dataset lands in a sub-folder); default: $HYBRIDFAST_DATA, else ./data.",
     ),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the server before giving up."),
 ) -> None:

@@ -22,7 +22,10 @@ def eval_command(
     task: str | None = typer.Option(None, "--task", help="lareqa (XQuAD-R / MLQA-R pools), beir, or tatoeba."),
     data: Path | None = typer.Option(
         None, "--data", help="Dataset folder; default: the task's folder (xquad-r, beir-scifact, tatoeba-laser) "
-        "under $HYBRIDFAST_DATA or ./data."
+        "under the data root."
+    ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Data root holding the task folders; default: $HYBRIDFAST_DATA, else ./data."
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the result JSON here (metrics, tables, per-query scores)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch."),
@@ -56,7 +59,7 @@ def eval_command(
 
     try:
         result = evaluate(
-            model, task, data, batch_size=batch_size, device=device,
+            model, task, data, data_dir=data_dir, batch_size=batch_size, device=device,
             langs=parse_language_list(langs) if langs else None,
             article_split=article_split, split=split, with_context=with_context, top_k=top_k, progress=progress,
         )

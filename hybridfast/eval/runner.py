@@ -27,6 +27,7 @@ def evaluate(
     task: str,
     data: str | Path | None = None,
     *,
+    data_dir: str | Path | None = None,
     batch_size: int = 64,
     device: str | None = None,
     langs: Sequence[str] | None = None,
@@ -38,8 +39,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate `model` (a checkpoint directory, hub id, or a loaded encoder) on `task`.
 
-    `data` defaults to the task's folder under the data root (`$HYBRIDFAST_DATA`, else `./data`): xquad-r,
-    beir-scifact or tatoeba-laser. `langs` may name languages by any code or English name (`de`, `deu`,
+    `data` defaults to the task's folder under the data root (`data_dir`, else `$HYBRIDFAST_DATA`, else `./data`):
+    xquad-r, beir-scifact or tatoeba-laser. `langs` may name languages by any code or English name (`de`, `deu`,
     `German`); each is matched to the dataset's own code (ISO 639-1 in XQuAD-R, ISO 639-3 in Tatoeba). Warnings raised while reading the data (e.g. qrels naming unknown
     documents) are recorded in the result's `warnings`.
     """
@@ -56,7 +57,7 @@ def evaluate(
         raise HybridfastError(f"--top-k must be at least 10 (nDCG@10 and MRR@10 need 10 results), not {top_k}")
     if langs and task == "beir":
         raise HybridfastError("--langs applies to --task lareqa and tatoeba, not beir")
-    directory = Path(data) if data is not None else resolve_data_root(None) / DEFAULT_DATA_FOLDER[task]
+    directory = Path(data) if data is not None else resolve_data_root(data_dir) / DEFAULT_DATA_FOLDER[task]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dataset, extra = _load_data(task, directory, langs, article_split, split)
