@@ -28,7 +28,9 @@ def eval_command(
         None, "--data-dir", help="Data root holding the task folders; default: $HYBRIDFAST_DATA, else ./data."
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the result JSON here (metrics, tables, per-query scores)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch."),
+    batch_size: int = typer.Option(
+        64, "--batch-size", help="Most texts per encoder batch (batches also stay within the encoder's token budget)."
+    ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ...; default: cuda when available."),
     langs: str | None = typer.Option(
         None, "--langs", help="lareqa, tatoeba: comma-separated languages as ISO 639-1 (de), ISO 639-3 (deu) or "
