@@ -332,7 +332,7 @@ def _st_runner(name: str, model_dir: str, device: Any, config: TrainBenchConfig)
     from hybridfast.encoder import EncoderConfig
 
     prefixes = EncoderConfig.load(model_dir) or EncoderConfig()
-    model = SentenceTransformer(model_dir, device=str(device))
+    model = SentenceTransformer(model_dir, device=str(device)).train()  # dropout on, as the trainer sets it
     transformer = model[0].auto_model
     initial = _initial_state(transformer)
     accelerator = Accelerator(mixed_precision="bf16" if device.type == "cuda" else "no", cpu=device.type == "cpu")
