@@ -231,9 +231,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     right.set_xticks(levels, [str(level) for level in levels])
     right.legend()
     server = result["server"]
+    host = result["machine"]
     fig.suptitle(f"hybridfast serve: {server.get('model')} on {server.get('device')}, "
-                 f"{result['settings']['inputs_per_request']} input(s)/request, {result['machine']['cpu']} "
-                 f"({result['machine']['cores']} cores)", fontsize=9)
+                 f"{result['settings']['inputs_per_request']} input(s)/request; {host['cpu']} ({host['cores']} cores, "
+                 f"load average {host['load_average_1m_at_start']:.1f} at start)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -253,7 +254,8 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         print(f"concurrency {concurrency:>3}: {row['ok']}/{row['requests']} ok in {row['seconds']:.1f} s, "
               f"{row['requests_per_s']:.1f} req/s, {row['tokens_per_s']:.0f} tokens/s, p50 {row['p50_ms']} ms, "
               f"p99 {row['p99_ms']} ms, errors {row['errors_by_kind'] or 0}", flush=True)
-    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+            "machine": machine(),
             "server": {key: health.get(key) for key in ("model", "device", "dimensions")},
             "settings": {"concurrency": args.concurrency, "requests_per_level": args.requests,
                          "max_seconds_per_level": args.max_seconds, "inputs_per_request": args.inputs,
