@@ -15,12 +15,11 @@ if TYPE_CHECKING:
 
 
 class EncodeTimer:
-    """Accumulates seconds spent encoding and the number of texts and tokens encoded."""
+    """Accumulates seconds spent encoding and the number of texts encoded."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.texts = 0
-        self.tokens = 0
 
 
 def encode_texts(
@@ -48,5 +47,4 @@ def encode_texts(
     if timer is not None:
         timer.seconds += time.perf_counter() - start_time
         timer.texts += len(texts)
-        timer.tokens += counter.tokens
     return np.asarray(out, dtype=np.float32).reshape(len(texts), encoder.dim)
