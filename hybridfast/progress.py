@@ -8,10 +8,10 @@ stops), e.g.
     encoding corpus.jsonl.gz: 12,288/100,000 texts (12 %), 410 texts/s, 95,113 tokens/s, elapsed 0:00:30, ETA 0:03:34
     train: 12/30 steps (40 %), 0.42 steps/s, elapsed 0:00:29, ETA 0:00:43, loss 0.4123  lr 3.00e-05
 
-Fields of a task: `unit` (what is counted: texts, steps, ...), `tokens` (a counter that `advance(..., tokens=n)`
-adds to, shown as tokens/s) and `status` (free text appended to the line). Rates and the ETA count only this run's
-work: work found done already (a resumed run) is passed as `completed` to `add_task` or given to `skip`, and counts
-toward done/total only.
+Task fields: `unit` (what is counted: texts, steps, ...) and `status` (free text appended to the line); tokens
+given to `advance(task, n, tokens=k)` are shown as tokens/s. Rates and the ETA count only this run's work: work
+found done already (a resumed run) is passed as `completed` to `add_task` or given to `skip`, and counts toward
+done/total only.
 """
 
 from __future__ import annotations
