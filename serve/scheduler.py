@@ -209,8 +209,8 @@ class JobQueue:
                 return
 
     def _drop_finished(self) -> None:
-        for job in [job for job in self._jobs if job.finished]:
-            self.remove(job)
+        self.waiting_tokens -= sum(job.waiting_tokens for job in self._jobs if job.finished)
+        self._jobs = deque(job for job in self._jobs if not job.finished)
 
     def _assemble(self) -> Batch:
         batch = Batch()
@@ -226,9 +226,7 @@ class JobQueue:
                     still_taking.append(job)
             turn = still_taking
         self.waiting_tokens -= batch.tokens
-        for job in batch.jobs():
-            if not job.has_waiting_inputs:
-                self._jobs.remove(job)
+        self._jobs = deque(job for job in self._jobs if job.has_waiting_inputs)
         if self._jobs and self._jobs[0] is opener:
             self._jobs.rotate(-1)
         return batch
