@@ -63,6 +63,10 @@ CHECKLIST: dict[str, list[str]] = {
     "hybridfast bench encode --model default --device cuda --dtype bfloat16 --datasets scifact --variants "
     "lean,unfused --corpus-size 100000 --baseline-texts 20000 --breakdown": [
         "tests/serve/test_bench_encode.py::test_large_corpus_mode_with_breakdown"],
+    "hybridfast bench train --random-shape tiny --out-dir benchmarks/results": [
+        "tests/train/test_bench_train.py::test_bench_train_runs_every_variant_and_writes_json_and_png"],
+    "hybridfast bench train --random-shape e5-small --out-dir benchmarks/results": [
+        "tests/train/test_bench_train.py::test_bench_train_runs_every_variant_and_writes_json_and_png"],
     # Needs a GPU: the lead runs it on the lent machine; on CPU its steps are the test suite and the benchmarks above.
     "bash benchmarks/gpu_check.sh": ["tests/test_cli_suite.py::test_kernel_tests_run_without_triton_interpret_set"],
     "python benchmarks/research/experiment.py --config benchmarks/research/cpu_reduced.toml": [
