@@ -182,3 +182,16 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "sampling.alpha" in lines[0] and "Traceback" not in result.output
+
+
+def test_languages_by_any_code_or_name_become_the_data_codes() -> None:
+    from hybridfast.train.config import parse_config
+
+    config = parse_config({"data": {"languages": ["deu", "German", "zh", "en"]},
+                           "sampling": {"language_weights": {"deu": 2.0, "English": 1.0}}, "train": {"steps": 1}})
+    assert config.data.languages == ["de", "zh", "en"]
+    assert config.sampling.language_weights == {"de": 2.0, "en": 1.0}
+    with pytest.raises(ConfigError, match=r"data\.languages: unknown language code 'xx1'.*'deu'"):
+        parse_config({"data": {"languages": ["xx1"]}, "train": {"steps": 1}})
+    with pytest.raises(ConfigError, match=r"sampling\.language_weights: unknown language"):
+        parse_config({"sampling": {"language_weights": {"klingon-ish": 1.0}}, "train": {"steps": 1}})
