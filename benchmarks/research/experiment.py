@@ -153,6 +153,8 @@ class ExperimentSettings:
     alphas: list[float]
     seeds: list[int]
     cost_seeds: list[int]
+    cost_alphas: list[float]
+    cost_zero_shot: bool
     positives: str
     prune_vocab: bool
     max_timing_load: float
@@ -201,7 +203,7 @@ def load_settings(path: Path) -> ExperimentSettings:
     missing = [key for key in required if key not in exp]
     if missing:
         raise ExperimentConfigError(f"{path}: [experiment] needs {', '.join(missing)}")
-    allowed = {*required, "reduced", "device", "cost_seeds", "positives", "prune_vocab", "max_timing_load"}
+    allowed = {*required, "reduced", "device", "cost_seeds", "cost_alphas", "cost_zero_shot", "positives", "prune_vocab", "max_timing_load"}
     if set(exp) - allowed:
         raise ExperimentConfigError(f"{path}: unknown [experiment] keys {sorted(set(exp) - allowed)}")
     alphas = [float(a) for a in exp["alphas"]]
@@ -213,6 +215,9 @@ def load_settings(path: Path) -> ExperimentSettings:
     cost_seeds = [int(s) for s in exp.get("cost_seeds", seeds[:1])]
     if not set(cost_seeds) <= set(seeds):
         raise ExperimentConfigError(f"{path}: experiment.cost_seeds must be among experiment.seeds")
+    cost_alphas = [float(a) for a in exp.get("cost_alphas", alphas)]
+    if not set(cost_alphas) <= set(alphas):
+        raise ExperimentConfigError(f"{path}: experiment.cost_alphas must be among experiment.alphas")
     positives = str(exp.get("positives", "sentence-in-context"))
     if positives not in POSITIVES:
         raise ExperimentConfigError(f"{path}: experiment.positives must be one of {', '.join(POSITIVES)}, not {positives!r}")
@@ -254,6 +259,8 @@ def load_settings(path: Path) -> ExperimentSettings:
         alphas=alphas,
         seeds=seeds,
         cost_seeds=cost_seeds,
+        cost_alphas=cost_alphas,
+        cost_zero_shot=bool(exp.get("cost_zero_shot", True)),
         positives=positives,
         prune_vocab=bool(exp.get("prune_vocab", False)),
         max_timing_load=float(exp.get("max_timing_load", 1.5)),
@@ -351,6 +358,7 @@ class Experiment:
             "alphas": s.alphas,
             "seeds": s.seeds,
             "cost_seeds": s.cost_seeds,
+            "cost_alphas": s.cost_alphas,
             "strategies": {strategy_name(a): a for a in s.alphas},
             "runs": [{"run": run, "alpha": a, "seed": seed, "strategy": strategy_name(a)} for a, seed, run in self.runs],
             "tasks": s.eval.tasks,
@@ -672,16 +680,18 @@ class Experiment:
             if needed:
                 configs = {strategy_name(a): self.train_config(a, s.seeds[0]) for a in s.alphas}
                 write_json(self.layout.training_speed_file,
-                           measure_training_speed(configs, s.runs_dir / "timing", self.data_root, s.timing, self.log))
+                           measure_training_speed(configs, s.runs_dir / "timing", self.data_root, s.timing, self.log,
+                                                  margin=s.stats.cost_margin))
 
     def measure_cost(self) -> None:
         s = self.settings
-        unfinished = [run for _, seed, run in self.runs if seed in s.cost_seeds and not self.layout.train_file(run).exists()]
+        measured = [run for alpha, seed, run in self.runs if seed in s.cost_seeds and alpha in s.cost_alphas]
+        unfinished = [run for run in measured if not self.layout.train_file(run).exists()]
         if unfinished:
             self.log(f"inference cost: waiting for training of {', '.join(unfinished)}; left for a later invocation")
             return
         models = {name: path for name, path in self.model_dirs().items()
-                  if name == ZERO_SHOT or any(run == name and seed in s.cost_seeds for _, seed, run in self.runs)}
+                  if (name == ZERO_SHOT and s.cost_zero_shot) or name in measured}
         what = (f"inference_cost.measure_inference_cost: {s.cost.passages} SciFact passages at {s.cost.max_length} "
                 f"tokens, {s.cost.queries} queries at batch 1, {s.cost.repeats} interleaved repeats, lean vs baseline")
         with self.step("inference cost", self.layout.cost_file, what) as needed:

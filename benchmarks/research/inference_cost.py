@@ -202,7 +202,7 @@ EQUIVALENCE_METRICS = ("passages_per_s", "latency_mean_ms")
 
 def tail_percentile(values: np.ndarray, q: float) -> float | None:
     """The q-th percentile when at least `MIN_TAIL_SAMPLES` values lie beyond it, else None."""
-    return float(np.percentile(values, q)) if len(values) * (1 - q / 100) >= MIN_TAIL_SAMPLES else None
+    return float(np.percentile(values, q)) if len(values) * (100 - q) >= 100 * MIN_TAIL_SAMPLES else None
 
 
 def _paired_log_ratios(samples: Sequence[Mapping[str, Any]], path: str, a: str, b: str, metric: str) -> np.ndarray:
