@@ -386,10 +386,12 @@ class _ChunkEmbedder:
     """`embed` for `embed_in_chunks`: the first call on a mini-batch (the forward) goes through the model as the
     trainer wrapped it, the second (the checkpoint's recomputation, inside the backward) through the bare module.
 
-    A wrapper's forward does per-step bookkeeping that must not run inside the backward: DDP's forward prepares
-    its reducer for the next backward (resetting the bucket counts of the reduction under way) and DeepSpeed's
-    engine clears its backward flags and hooks the outputs. The recomputation only has to rebuild the
-    activations of the first run's graph, whose parameters and gradient hooks are the module's own.
+    The recomputation only rebuilds the saved activations of the first run's graph; the gradients still flow
+    through that graph, whose parameters and gradient hooks are the module's own. A wrapper's per-forward work
+    belongs to forwards that precede a backward, not to a replay inside one: DDP broadcasts buffers and prepares
+    its reducer, DeepSpeed's engine resets its backward flags and hooks the outputs. (Replaying through the
+    wrappers happened to give the same weights in the 2-process DDP, ZeRO-2 and ZeRO-3 runs, because every
+    parameter's gradient hook fires only after the last replay; the bare module needs no such argument.)
     """
 
     def __init__(self, model: nn.Module) -> None:
