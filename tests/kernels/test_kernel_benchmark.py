@@ -144,4 +144,5 @@ def test_first_call_bookkeeping_sees_a_retune(forced_tuning) -> None:
     assert sorted(name for name, _ in _tuned_keys() - before) == ["dS", "forward"]
     diffs = _rel_diffs(first, step())
     assert set(diffs) == {"loss", "dq", "dp"} and max(diffs.values()) <= 1e-6
-    assert _rel_diffs(first, (first[0] * 1.01, *first[1:]))["loss"] == pytest.approx(0.01 / 1.01)
+    # float32 loss: 1.01 × loss is rounded, so the relative difference is 0.01/1.01 to float32 precision
+    assert _rel_diffs(first, (first[0] * 1.01, *first[1:]))["loss"] == pytest.approx(0.01 / 1.01, rel=1e-5)
