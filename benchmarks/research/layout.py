@@ -1,4 +1,4 @@
-"""The research experiment's result files: where each lives, how runs are named, how seeds are pooled.
+"""The research experiment's result files: where each lives and how runs are named.
 
 One results folder per experiment (e.g. `benchmarks/research/results/cpu-reduced/`)::
 
@@ -22,8 +22,6 @@ embeddings.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,43 +115,3 @@ def read_steps(layout: ResultsLayout) -> list[dict[str, Any]]:
     if not layout.steps_file.is_file():
         return []
     return [json.loads(line) for line in layout.steps_file.read_text().splitlines() if line.strip()]
-
-
-def mean_tree(trees: Sequence[Any]) -> Any:
-    """Element-wise mean of structurally equal JSON trees (one per seed).
-
-    Numbers are averaged (None where any seed has None: a skipped query stays skipped); lists of equal
-    length are averaged position by position; anything else (ids, names) is taken from the first tree.
-    """
-    first = trees[0]
-    if len(trees) == 1:
-        return first
-    if isinstance(first, dict):
-        return {key: mean_tree([tree[key] for tree in trees if key in tree]) for key in first}
-    if isinstance(first, list) and all(isinstance(tree, list) and len(tree) == len(first) for tree in trees):
-        return [mean_tree([tree[i] for tree in trees]) for i in range(len(first))]
-    if _is_number(first):
-        if any(tree is None for tree in trees):
-            return None
-        return sum(float(tree) for tree in trees) / len(trees)
-    return first
-
-
-def std_tree(trees: Sequence[Any]) -> Any:
-    """Sample standard deviation across seeds for every number of `mean_tree`'s result (0 for one seed)."""
-    first = trees[0]
-    if isinstance(first, dict):
-        return {key: std_tree([tree[key] for tree in trees if key in tree]) for key in first}
-    if isinstance(first, list) and all(isinstance(tree, list) and len(tree) == len(first) for tree in trees):
-        return [std_tree([tree[i] for tree in trees]) for i in range(len(first))]
-    if _is_number(first):
-        values = [float(tree) for tree in trees if _is_number(tree)]
-        if len(values) < 2:
-            return 0.0
-        mean = sum(values) / len(values)
-        return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
