@@ -115,7 +115,9 @@ def prune_vocab(
     original.no_padding()
     vocab = tokenizer_json["model"]["vocab"]
 
-    keep = np.zeros(len(vocab), dtype=bool)
+    # One flag per embedding row: the Unigram vocabulary, then tokens added after it (e.g. a <mask> appended to a
+    # trained vocabulary), which keep their order behind the kept vocabulary.
+    keep = np.zeros(max(int(config["vocab_size"]), len(vocab)), dtype=bool)
     keep[[t["id"] for t in tokenizer_json.get("added_tokens", []) if t.get("special")]] = True
     keep[tokenizer_json["model"]["unk_id"]] = True
     keep[int(np.argmin([score for _, score in vocab]))] = True
@@ -129,7 +131,7 @@ def prune_vocab(
                 keep[encoding.ids] = True
             progress.advance(task, len(batch))
         kept = np.flatnonzero(keep)
-        old_to_new = np.full(len(vocab), -1, dtype=np.int64)
+        old_to_new = np.full(len(keep), -1, dtype=np.int64)
         old_to_new[kept] = np.arange(len(kept))
         pruned_json = _pruned_tokenizer_json(tokenizer_json, kept, old_to_new)
         pruned = Tokenizer.from_str(json.dumps(pruned_json))
@@ -222,7 +224,7 @@ def _pruned_tokenizer_json(tokenizer_json: dict[str, Any], kept: np.ndarray,
                            old_to_new: np.ndarray) -> dict[str, Any]:
     pruned = copy.deepcopy(tokenizer_json)
     vocab = tokenizer_json["model"]["vocab"]
-    pruned["model"]["vocab"] = [vocab[i] for i in kept.tolist()]
+    pruned["model"]["vocab"] = [vocab[i] for i in kept.tolist() if i < len(vocab)]
     pruned["model"]["unk_id"] = int(old_to_new[tokenizer_json["model"]["unk_id"]])
     pruned["added_tokens"] = [
         {**t, "id": int(old_to_new[t["id"]])} for t in tokenizer_json.get("added_tokens", []) if old_to_new[t["id"]] >= 0

@@ -115,3 +115,22 @@ def test_bad_inputs(tmp_path: Path, e5_dir: Path, corpus_files: dict[str, Path])
     with pytest.raises(HybridfastError, match="only SentencePiece-Unigram"):
         prune_vocab(bpe, [corpus_files["th"]], tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bpe", "exists"]
+
+
+def test_tokens_added_after_the_vocabulary_keep_their_rows(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The tiny test tokenizer appends <mask> after its trained Unigram vocabulary (id = len(vocab)): pruning keeps
+    it behind the kept pieces, and the kept texts embed exactly as before."""
+    import hybridfast
+
+    vocab = json.loads((tiny_model_dir / "tokenizer.json").read_text())["model"]["vocab"]
+    assert json.loads((tiny_model_dir / "config.json").read_text())["vocab_size"] > len(vocab)
+    corpus = tmp_path / "corpus.txt"
+    texts = ["Wo ist der Rhein?", "Where is the river Rhine?"]
+    corpus.write_text("\n".join(texts) + "\n")
+    report = prune_vocab(tiny_model_dir, [corpus], tmp_path / "pruned")
+    assert report.corpus.changed_texts == 0 and report.vocab_after < report.vocab_before
+    before = hybridfast.load(str(tiny_model_dir), device="cpu")
+    after = hybridfast.load(str(tmp_path / "pruned"), device="cpu")
+    assert after.tokenizer.convert_ids_to_tokens(after.tokenizer.mask_token_id) == "<mask>"
+    assert after.tokenizer.mask_token_id == report.vocab_after - 1
+    np.testing.assert_array_equal(after.encode_passages(texts), before.encode_passages(texts))
