@@ -144,7 +144,7 @@ def search_command(
     index: Path = typer.Option(..., "--index", help="Index directory written by `hybridfast index`."),
     queries: Path = typer.Option(..., "--queries", help="BEIR queries.jsonl(.gz), JSONL with id/text, or text lines."),
     out: Path = typer.Option(..., "--out", help="Run file: *.jsonl for JSON lines, anything else for TREC."),
-    k: int = typer.Option(100, "--k", help="Documents per query."),
+    k: int = typer.Option(100, "--top-k", "--k", help="Documents retrieved per query (as `eval --top-k`)."),
     tag: str = typer.Option("hybridfast", "--tag", help="Run tag (last TREC column)."),
     nprobe: int | None = typer.Option(None, "--nprobe", help="Override the IVF index's nprobe."),
     ef_search: int | None = typer.Option(None, "--ef-search", help="Override the HNSW index's ef_search."),
