@@ -50,7 +50,7 @@ CHECKLIST: dict[str, list[str]] = {
     "hybridfast index --embeddings emb/ --out index/ --type flat": [
         "tests/serve/test_batch_retrieval_cli.py::test_index_and_search_write_valid_runs"],
     "hybridfast search --model models/e5-small --index index/ --queries ../shared/data/beir-scifact/queries.jsonl "
-    "--k 100 --out run.trec": ["tests/serve/test_batch_retrieval_cli.py::test_index_and_search_write_valid_runs"],
+    "--top-k 100 --out run.trec": ["tests/serve/test_batch_retrieval_cli.py::test_index_and_search_write_valid_runs"],
     "hybridfast serve --model models/e5-small --index index/ --port 8080 [--api-key KEY]": [
         "tests/serve/test_http_load.py::test_search_through_the_cli_loaded_index",
         "tests/serve/test_http_server.py::test_api_key_is_required_except_on_health"],
