@@ -261,7 +261,16 @@ class FusedEncoder(nn.Module):
         tokenizer = self.__dict__.get("_parallel_tokenizer")
         if tokenizer is None or tokenizer.tokenizer is not self.tokenizer:
             tokenizer = self.__dict__["_parallel_tokenizer"] = ParallelTokenizer(self.tokenizer)
-        return tokenizer.token_ids([prefix + text for text in texts], max_length)
+        try:
+            return tokenizer.token_ids([prefix + text for text in texts], max_length)
+        except TypeError as err:  # the Rust tokenizer's answer to a lone surrogate ("\ud800"), which has no UTF-8
+            for position, text in enumerate(texts):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as bad:
+                    raise HybridfastError(f"text {position} is not valid Unicode: {bad.reason} at character "
+                                          f"{bad.start} ({text[bad.start]!r})") from err
+            raise
 
     def token_ids(self, texts: Sequence[str], kind: TextKind | None = None) -> list[list[int]]:
         """Token-id rows of texts prefixed and truncated for `kind` (the ids of :meth:`tokenize`, unpadded)."""

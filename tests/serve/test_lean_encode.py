@@ -104,6 +104,8 @@ def test_empty_input_and_bad_input(lean):
         lean.encode("one string")
     with pytest.raises(HybridfastError, match="not a string"):
         lean.encode(["ok", 3])
+    with pytest.raises(HybridfastError, match=r"text 1 is not valid Unicode: surrogates not allowed at character 4"):
+        lean.encode(["ok", "bad \ud800 x"])
     with pytest.raises(HybridfastError, match="max_batch_tokens"):
         lean.encode(["ok"], max_batch_tokens=0)
     with pytest.raises(HybridfastError, match="quantize"):
