@@ -221,8 +221,8 @@ def main() -> None:
     parser.add_argument("--losses", default="st-mnrl,fused,st-cached,fused-cached",
                         help=f"comma-separated losses from {', '.join(LOSSES)}")
     parser.add_argument("--batch-sizes", default="16", help="comma-separated pairs per step")
-    parser.add_argument("--mini-batch-size", type=int, default=4, help="rows per encoder call of the cached losses")
-    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per run")
+    parser.add_argument("--mini-batch-size", type=int, default=8, help="rows per encoder call of the cached losses")
+    parser.add_argument("--steps", type=int, default=5, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=1, help="steps of each run left out of the medians")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds over the losses")
     parser.add_argument("--max-length", type=int, default=64, help="tokens per text")
