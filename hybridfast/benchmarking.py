@@ -13,8 +13,8 @@ from typing import Any
 
 from hybridfast.errors import HybridfastError
 
-# Random-weight shapes: (hidden, layers, heads, intermediate).
-SHAPES = {"e5-small": (384, 12, 12, 1536), "xlmr-base": (768, 12, 12, 3072)}
+# Random-weight shapes: (hidden, layers, heads, intermediate); "tiny" for CPU smoke runs.
+SHAPES = {"tiny": (32, 2, 2, 64), "e5-small": (384, 12, 12, 1536), "xlmr-base": (768, 12, 12, 3072)}
 
 
 def find_data_root(data_dir: Path | None) -> Path:
