@@ -425,7 +425,7 @@ class HybridPairs:
     shared group key) and `article`. Questions missing one of the selected languages are left out.
 
     `dataset` is the training dataset: one row per (question, query language, passage language), rendered on
-    access (a `datasets` transform, nothing is copied) as columns `query`, `passage`, `negative_1..h` (with
+    access from the parallel rows (a `datasets` transform) as columns `query`, `passage`, `negative_1..h` (with
     `hard_negatives = h`) and `label`, the question's group id (questions sharing a passage or a `group` share
     it). `batch_sampler` goes into `SentenceTransformerTrainingArguments(batch_sampler=...)`: each global step
     is monolingual with probability α (one language for all its pairs) and cross-lingual otherwise, drawn by
@@ -454,7 +454,8 @@ class HybridPairs:
         SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs.dataset, loss=loss).train()
 
     `len(dataset)` counts every (question, language, language) combination; an epoch is `len(qids) //
-    (batch size × world size)` steps (fewer cross-lingual questions per step with parallel duplicates).
+    (batch size × world size)` steps (more with parallel duplicates, whose cross-lingual steps take fewer
+    questions).
     """
 
     def __init__(
