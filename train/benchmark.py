@@ -269,8 +269,8 @@ def _st_loss(name: str, model: Any, config: TrainBenchConfig) -> Any:
     from hybridfast.integrations import sentence_transformers as ours
 
     if name == "st-hybridfast":
-        return ours.MultipleNegativesRankingLoss(model, scale=scale)
-    return ours.CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=config.chunk_size)
+        return ours.FusedMultipleNegativesRankingLoss(model, scale=scale)
+    return ours.CachedFusedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=config.chunk_size)
 
 
 def _st_runner(name: str, model_dir: str, device: Any, config: TrainBenchConfig) -> Runner:
@@ -335,7 +335,7 @@ def _available(name: str) -> str:
         try:
             from hybridfast.integrations import sentence_transformers as ours
 
-            ours.MultipleNegativesRankingLoss  # noqa: B018
+            ours.FusedMultipleNegativesRankingLoss  # noqa: B018
         except (ImportError, AttributeError) as err:
             return f"hybridfast.integrations.sentence_transformers is not available: {err}"
     return ""

@@ -23,7 +23,9 @@ def test_bench_train_runs_every_variant_and_writes_json_and_png(tmp_path: Path, 
     record = json.loads((tmp_path / "bench_train_cpu_random-tiny.json").read_text())
     assert (tmp_path / "bench_train_cpu_random-tiny.png").stat().st_size > 0
     assert record["benchmark"] == "train" and record["precision"] == "fp32"
-    ran = {v for v in ("hybridfast-cached", "hybridfast-plain", "hybridfast-naive", "st-mnrl", "st-cached-mnrl")}
+    ran = {"hybridfast-cached", "hybridfast-plain", "hybridfast-naive", "st-mnrl", "st-cached-mnrl", "st-hybridfast",
+           "st-hybridfast-cached"}
+    assert record["skipped_variants"] == {}
     rows = {(row["variant"], row["batch"]): row for row in record["rows"]}
     for variant in ran:
         for batch in (8, 16):
