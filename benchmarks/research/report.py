@@ -207,6 +207,8 @@ class Report:
 
     def recommendation_claim(self) -> str:
         rec = fd.recommendation(self.res)
+        if self.res.family is None:
+            return "**What the tests support:** nothing yet: the primary tests have not run."
         if rec["strategy"] is not None:
             return (f"**What the tests support:** {self.name(rec['strategy'])}: {rec['reason']} (after Holm-Bonferroni "
                     "over all primary tests).")
@@ -236,7 +238,9 @@ class Report:
             lines.append("- Train/eval format: every training positive is the question's gold answer *sentence followed "
                          "by its paragraph*, built from the XQuAD-R training articles, and every evaluation candidate is "
                          "encoded the same way (LAReQA's candidate format, Roy et al. 2020): training and evaluation "
-                         "see one text format. Other sentences of the same paragraph are negatives, as in the pool.")
+                         "see one text format. Negatives are in-batch only: the other sentences of the answer's own "
+                         "paragraph, which share its context text and are the pool's hardest distractors, appear as "
+                         "negatives only when two questions of one paragraph meet in a batch.")
         else:
             lines.append("- Train/eval format: training positives are whole paragraphs (XQuAD); evaluation candidates "
                          + ("are sentences followed by their paragraph." if ev["lareqa"]["with_context"]
