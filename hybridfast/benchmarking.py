@@ -146,6 +146,7 @@ def environment(device: Any) -> dict[str, Any]:
         pass
     env: dict[str, Any] = {
         "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15_min": list(os.getloadavg()),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
         "hybridfast": hybridfast.__version__,
