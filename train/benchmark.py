@@ -16,9 +16,10 @@ fp32 on the CPU; a step is forward, loss, backward and optimizer step, inputs al
 
 The global batch doubles from `start_batch` until every variant ran out of memory or the cap is reached; a variant
 that runs out of memory is not tried at larger batches. Per variant and batch: the median of `steps` timed steps
-after one warm-up step, pairs/s, real (non-padding) tokens/s, peak memory (CUDA allocator peak over warm-up and
-timed steps, weights and optimizer state included; on the CPU the sampled peak RSS of the process), the loss, and
-ratios to the sentence-transformers variants measured at the same batch in the same run.
+after one warm-up step, pairs/s, real (non-padding) tokens/s, peak device memory (the CUDA allocator's peak over
+warm-up and timed steps, weights and optimizer state included), the loss, and ratios to the sentence-transformers
+variants measured at the same batch in the same run. On the CPU memory is not reported: the process's RSS keeps
+what earlier variants freed, so one process cannot tell the variants' peaks apart.
 """
 
 from __future__ import annotations
@@ -91,10 +92,10 @@ class TrainBenchConfig:
             raise HybridfastError(f"--temperature must be positive, not {self.temperature}")
 
     def for_device(self, device_type: str) -> TrainBenchConfig:
-        """Unset sizes take the device's defaults: batches 256 ... 65,536 and 3 timed steps on a GPU; 64 ... 256
-        and 2 steps on the CPU, where one step of 256 pairs of real-length text takes seconds."""
+        """Unset sizes take the device's defaults: batches 256 ... 65,536 and 3 timed steps on a GPU; 32 ... 128
+        and 2 steps on the CPU, where one step of 128 pairs of real-length text takes seconds."""
         gpu = device_type == "cuda"
-        defaults = {"start_batch": 256 if gpu else 64, "max_batch": 65536 if gpu else 256, "steps": 3 if gpu else 2}
+        defaults = {"start_batch": 256 if gpu else 32, "max_batch": 65536 if gpu else 128, "steps": 3 if gpu else 2}
         resolved = dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         if resolved.max_batch < resolved.start_batch:
             raise HybridfastError(f"--max-batch ({resolved.max_batch}) is below --start-batch ({resolved.start_batch})")
@@ -175,7 +176,7 @@ def measure(
         "pairs_per_s": len(queries) / median,
         "real_tokens": real_tokens,
         "real_tokens_per_s": real_tokens / median,
-        "peak_memory_bytes": peak.peak_bytes,
+        "peak_memory_bytes": peak.peak_bytes if device.type == "cuda" else None,
         "first_loss": first_loss,
         "loss": loss,
     }
@@ -355,9 +356,10 @@ def _ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]
         for name, row in variants.items():
             for base in BASELINES:
                 if base in variants and base != name:
+                    memory, base_memory = row["peak_memory_bytes"], variants[base]["peak_memory_bytes"]
                     out.setdefault(str(batch), {}).setdefault(name, {})[f"vs_{base}"] = {
                         "pairs_per_s": row["pairs_per_s"] / variants[base]["pairs_per_s"],
-                        "peak_memory": row["peak_memory_bytes"] / variants[base]["peak_memory_bytes"],
+                        "peak_memory": memory / base_memory if memory and base_memory else None,
                     }
     return out
 
@@ -383,7 +385,8 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         out["cached_at_st_cached_largest"] = {
             "batch": cached_fit, "pairs_per_s_ratio": ratio and ratio["pairs_per_s"],
             "peak_memory_ratio": ratio and ratio["peak_memory"], "target": "≥ 1.5× pairs/s at ≤ 0.5× memory",
-            "met": bool(ratio and ratio["pairs_per_s"] >= 1.5 and ratio["peak_memory"] <= 0.5),
+            "met": bool(ratio and ratio["peak_memory"] is not None and ratio["pairs_per_s"] >= 1.5
+                        and ratio["peak_memory"] <= 0.5),
         }
     plain = ratios.get("1024", {}).get("hybridfast-plain", {}).get("vs_st-mnrl")
     out["plain_at_1024"] = {"pairs_per_s_ratio": plain and plain["pairs_per_s"], "target": "≥ 1.3× ST MNRL",
@@ -487,7 +490,11 @@ def _row_line(row: dict[str, Any]) -> str:
         return f"{row['variant']:>22} {row['batch']:>6}: {row['status']} {row.get('error', '')}"
     return (f"{row['variant']:>22} {row['batch']:>6}: {1000 * row['median_step_s']:9.1f} ms/step "
             f"{row['pairs_per_s']:9.0f} pairs/s {row['real_tokens_per_s']:11.0f} tokens/s "
-            f"peak {row['peak_memory_bytes'] / 2**30:7.2f} GiB")
+            f"peak {_gib(row['peak_memory_bytes'])} GiB")
+
+
+def _gib(nbytes: int | None) -> str:
+    return "–" if nbytes is None else f"{nbytes / 2**30:.2f}"
 
 
 def write_results(result: dict[str, Any], out_dir: Path, tag: str = "") -> dict[str, str]:
@@ -504,14 +511,16 @@ def write_results(result: dict[str, Any], out_dir: Path, tag: str = "") -> dict[
 
 
 def plot_results(result: dict[str, Any], path: Path) -> None:
-    """Two panels over the global batch (log scale): peak memory and pairs/s per variant; a variant's line ends
-    where it ran out of memory (marked ×)."""
+    """Panels over the global batch (log scale): peak device memory (CUDA runs) and pairs/s per variant; a
+    variant's line ends where it ran out of memory (marked ×)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (memory_ax, speed_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    has_memory = any(r.get("peak_memory_bytes") for r in result["rows"])
+    fig, axes = plt.subplots(1, 2 if has_memory else 1, figsize=(11 if has_memory else 6, 4.2), squeeze=False)
+    memory_ax, speed_ax = (axes[0][0], axes[0][1]) if has_memory else (None, axes[0][0])
     variants = list(dict.fromkeys(row["variant"] for row in result["rows"]))
     for name in variants:
         ok = [r for r in result["rows"] if r["variant"] == name and r["status"] == "ok"]
@@ -519,11 +528,13 @@ def plot_results(result: dict[str, Any], path: Path) -> None:
         if not ok:
             continue
         batches = [r["batch"] for r in ok]
-        memory_ax.plot(batches, [r["peak_memory_bytes"] / 2**30 for r in ok], marker="o", label=name)
+        if memory_ax is not None:
+            memory_ax.plot(batches, [r["peak_memory_bytes"] / 2**30 for r in ok], marker="o", label=name)
         line = speed_ax.plot(batches, [r["pairs_per_s"] for r in ok], marker="o", label=name)[0]
         for r in failed:
             speed_ax.plot([r["batch"]], [ok[-1]["pairs_per_s"]], marker="x", color=line.get_color(), markersize=9)
-    for ax, ylabel in ((memory_ax, "peak memory (GiB)"), (speed_ax, "pairs / s")):
+    panels = [(speed_ax, "pairs / s")] + ([(memory_ax, "peak device memory (GiB)")] if memory_ax else [])
+    for ax, ylabel in panels:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("global batch (pairs)")
         ax.set_ylabel(ylabel)
@@ -549,10 +560,11 @@ def summary_table(result: dict[str, Any]) -> str:
         cells = []
         for base in BASELINES:
             r = ratio.get(f"vs_{base}")
-            cells.append(f"{r['pairs_per_s']:.2f}× speed, {r['peak_memory']:.2f}× memory" if r else "")
+            memory = "" if not r or r["peak_memory"] is None else f", {r['peak_memory']:.2f}× memory"
+            cells.append(f"{r['pairs_per_s']:.2f}× speed{memory}" if r else "")
         lines.append(f"| {row['variant']} | {row['batch']} | {1000 * row['median_step_s']:.1f} | "
                      f"{row['pairs_per_s']:.0f} | {row['real_tokens_per_s']:.0f} | "
-                     f"{row['peak_memory_bytes'] / 2**30:.2f} | {cells[0]} | {cells[1]} |")
+                     f"{_gib(row['peak_memory_bytes'])} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -567,9 +579,9 @@ def bench_train_command(
     data_dir: Path = typer.Option(None, "--data-dir", help="Data root (default $HYBRIDFAST_DATA)."),
     variants: str = typer.Option(",".join(VARIANTS), "--variants", help="Comma-separated variants to compare."),
     start_batch: int = typer.Option(None, "--start-batch", help="First global batch (pairs); doubles each round. "
-                                    "Default 256 on a GPU, 64 on the CPU."),
+                                    "Default 256 on a GPU, 32 on the CPU."),
     max_batch: int = typer.Option(None, "--max-batch", help="Largest global batch tried. Default 65,536 on a GPU, "
-                                  "256 on the CPU."),
+                                  "128 on the CPU."),
     steps: int = typer.Option(None, "--steps", help="Timed steps per variant and batch, after one warm-up step. "
                               "Default 3 on a GPU, 2 on the CPU."),
     chunk_size: int = typer.Option(256, "--chunk-size", help="Texts per encoder call in the cached variants "
