@@ -33,6 +33,7 @@ app = typer.Typer(
 
 @app.callback()
 def global_options(
+    ctx: typer.Context,
     verbose: bool = typer.Option(
         False, "--verbose", envvar=VERBOSE_ENV,
         help="Also show the third-party output hidden by default (transformers' loading and saving bars and "
@@ -41,7 +42,7 @@ def global_options(
 ) -> None:
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # for commands with their own --verbose (train), and for subprocesses
-    else:
+    elif ctx.invoked_subcommand != "train":  # train quiets itself unless its own --verbose is given
         quiet_third_party()
 
 

@@ -101,6 +101,9 @@ def test_the_cli_quiets_unless_verbose(monkeypatch: pytest.MonkeyPatch, data_roo
     assert runner.invoke(cli.app, ["--verbose", "data", "stats", str(data_root / "xquad-r"), "--json"]).exit_code == 0
     assert calls == ["quiet"] and os.environ[VERBOSE_ENV] == "1"  # train's own --verbose reads it
     monkeypatch.delenv(VERBOSE_ENV)
+    # `hybridfast train --verbose`: the group leaves quieting to train, whose own --verbose decides
+    assert runner.invoke(cli.app, ["train", "--help"]).exit_code == 0
+    assert calls == ["quiet"]
 
 
 def test_quiet_third_party_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
