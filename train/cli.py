@@ -26,7 +26,7 @@ def train_command(
     data_dir: str = typer.Option(
         None, "--data-dir", help="Data root for relative data paths (default: $HYBRIDFAST_DATA, else ./data)."
     ),
-    output_dir: str = typer.Option(None, "--output-dir", "-o", help="Override train.output_dir."),
+    output_dir: str = typer.Option(None, "--output-dir", "--out-dir", "-o", help="Override train.output_dir (the run folder)."),
     steps: int = typer.Option(None, "--steps", help="Override train.steps (and clear train.epochs)."),
     resume: str = typer.Option(
         None, "--resume", help="auto (continue from the newest checkpoint in the output dir; a finished run trains "
