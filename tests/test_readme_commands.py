@@ -68,7 +68,9 @@ CHECKLIST: dict[str, list[str]] = {
     "hybridfast bench train --random-shape e5-small --out-dir benchmarks/results": [
         "tests/train/test_bench_train.py::test_bench_train_runs_every_variant_and_writes_json_and_png"],
     # Needs a GPU: the lead runs it on the lent machine; on CPU its steps are the test suite and the benchmarks above.
-    "bash benchmarks/gpu_check.sh": ["tests/test_cli_suite.py::test_kernel_tests_run_without_triton_interpret_set"],
+    "bash benchmarks/gpu_prepare.sh && bash benchmarks/gpu_check.sh": [
+        "tests/test_gpu_scripts.py::test_gpu_scripts_parse",
+        "tests/test_gpu_scripts.py::test_gpu_check_hybridfast_commands_take_their_flags"],
     "python benchmarks/research/experiment.py --config benchmarks/research/cpu_reduced.toml": [
         "tests/research/test_experiment_pipeline.py::test_driver_runs_end_to_end_resumes_and_reports"],
     "python benchmarks/research/report.py --results benchmarks/research/results/cpu-reduced --out "
