@@ -570,7 +570,7 @@ class Experiment:
                         + (", candidates with context" if task == "lareqa" and e.lareqa.with_context else "") + ")")
                 with self.step(f"eval {model} {task}", self.layout.eval_file(model, task), what) as needed:
                     if needed:
-                        write_json(self.layout.eval_file(model, task), self._evaluate(encoder, task, model))
+                        write_json(self.layout.eval_file(model, task), self._evaluate(encoder, task, model), compact=True)
             del encoder
             gc.collect()
 

@@ -243,16 +243,27 @@ def recommendation(res: Results) -> dict[str, Any]:
             "while worse on none and not worse than the zero-shot model", "candidates": reasons}
 
 
-def cost_verdict(cost: dict[str, Any] | None, path: str = "lean") -> dict[str, Any] | None:
-    """Whether every pair of models was shown equivalent in cost (paired TOST) on `path`."""
-    if cost is None or "equivalence" not in cost:
+def cost_tests(cost: dict[str, Any], margin: float) -> list[dict[str, Any]]:
+    """Every paired TOST between the measured models, recomputed from the repeats (`inference_cost`)."""
+    from inference_cost import equivalence_tests
+
+    return equivalence_tests(cost["samples"], margin)
+
+
+def cost_verdict(cost: dict[str, Any] | None, path: str = "lean", margin: float | None = None) -> dict[str, Any] | None:
+    """Whether every pair of models was shown equivalent in cost (paired TOST on the repeats' log-ratios, recomputed
+    from the samples) on `path`, and how many pairs differ (95% interval of the ratio excluding 1, unadjusted)."""
+    if cost is None or not cost.get("samples"):
         return None
-    tests = [t for t in cost["equivalence"] if t["path"] == path]
+    margin = margin if margin is not None else cost.get("equivalence", [{}])[0].get("margin", 0.03)
+    tests = [t for t in cost_tests(cost, margin) if t["path"] == path]
     if not tests:
         return None
     equivalent = [t for t in tests if t["equivalent"]]
+    differ = [t for t in tests if t["ratio_ci95"][0] > 1 or t["ratio_ci95"][1] < 1]
     return {"path": path, "tests": len(tests), "equivalent": len(equivalent), "all_equivalent": len(equivalent) == len(tests),
-            "margin": tests[0]["margin"], "max_ratio_deviation": max(abs(t["ratio_b_over_a"] - 1) for t in tests),
+            "differ": len(differ), "margin": margin,
+            "max_ratio_deviation": max(abs(t["ratio_b_over_a"] - 1) for t in tests),
             "widest_ci": [min(t["ratio_ci90"][0] for t in tests), max(t["ratio_ci90"][1] for t in tests)]}
 
 

@@ -9,11 +9,11 @@ Tatoeba: ~8 MB) and two wheels the GPU image lacks (faiss-cpu, pytrec-eval-terri
     {out}/part3/  config, tokenizer and encoder files, the data folders, the wheels, and MANIFEST.json
                   (sha256 of every shard)
 
-each under `max_part_bytes`; calls 1 and 2 carry a shard each (the GPU machine keeps ignored files between
-calls while it stays warm), call 3 carries part3 and runs. `assemble` checks the manifest and writes the
-model folder as a sharded Hugging Face checkpoint (`model.safetensors.index.json`), which `AutoModel` and
-`hybridfast.load` read like a single file; weights are stored in bf16 and loaded in fp32 for training, so the
-zero-shot model and every run start from the same bf16-rounded weights.
+each under `max_part_bytes` (the repository travels with every call too); calls 1 and 2 carry a shard each (the
+GPU machine keeps ignored files between calls while it stays warm), call 3 carries part3 and runs. Tensors larger
+than `CHUNK_BYTES` (the 57 MB embedding matrix) are cut into row blocks so that the two shards weigh the same.
+`assemble` checks the manifest, joins the blocks and writes one `model.safetensors`; weights are stored in bf16
+and loaded in fp32 for training, so the zero-shot model and every run start from the same bf16-rounded weights.
 
     python benchmarks/research/gpu_carry.py pack --model runs/research/cpu-reduced/start-model --out runs/gpu-carry
     python benchmarks/research/gpu_carry.py assemble --parts runs/gpu-carry --out runs/gpu-carry/model
@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 WEIGHTS_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
+CHUNK_BYTES = 16 << 20
+BLOCK = "::rows"  # a row block of a larger tensor is stored as f"{name}{BLOCK}{i}"
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                "hybridfast_encoder.json", "sentencepiece.bpe.model")
 DATA_FOLDERS = ("xquad-r", "beir-scifact", "tatoeba-laser")
@@ -47,6 +48,37 @@ def _sha256(path: Path) -> str:
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def row_blocks(tensors: dict[str, Any], chunk_bytes: int = CHUNK_BYTES) -> dict[str, Any]:
+    """Tensors larger than `chunk_bytes` cut into row blocks named f"{name}{BLOCK}{i}" (the rest unchanged)."""
+    out = {}
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        if size <= chunk_bytes or tensor.dim() == 0:
+            out[name] = tensor
+            continue
+        pieces = -(-size // chunk_bytes)
+        for i, block in enumerate(tensor.chunk(pieces, dim=0)):
+            out[f"{name}{BLOCK}{i}"] = block.contiguous()
+    return out
+
+
+def join_blocks(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Undo `row_blocks`: concatenate each tensor's row blocks in order."""
+    import torch
+
+    blocks: dict[str, dict[int, Any]] = {}
+    out = {}
+    for name, tensor in tensors.items():
+        base, _, index = name.partition(BLOCK)
+        if index:
+            blocks.setdefault(base, {})[int(index)] = tensor
+        else:
+            out[name] = tensor
+    for base, parts in blocks.items():
+        out[base] = torch.cat([parts[i] for i in range(len(parts))], dim=0)
+    return out
 
 
 def split_state(tensors: dict[str, Any], parts: int) -> list[dict[str, Any]]:
@@ -66,18 +98,16 @@ def pack(model: Path, data_root: Path, wheels: Path, out: Path, max_part_bytes: 
     from safetensors.torch import load_file, save_file
 
     state = {name: t.to(torch.bfloat16).contiguous() for name, t in load_file(str(model / WEIGHTS_FILE)).items()}
-    shards = split_state(state, 2)
+    shards = split_state(row_blocks(state), 2)
     if out.exists():
         shutil.rmtree(out)
-    manifest: dict[str, Any] = {"source": str(model), "dtype": "bfloat16", "shards": {}, "weight_map": {}}
+    manifest: dict[str, Any] = {"source": str(model), "dtype": "bfloat16", "shards": {}}
     for index, shard in enumerate(shards, start=1):
         name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
         path = out / f"part{index}" / name
         path.parent.mkdir(parents=True)
         save_file(shard, str(path), metadata={"format": "pt"})
         manifest["shards"][name] = {"part": f"part{index}", "sha256": _sha256(path), "bytes": path.stat().st_size}
-        manifest["weight_map"].update({tensor: name for tensor in shard})
-    manifest["total_size"] = sum(t.numel() * t.element_size() for t in state.values())
     part3 = out / "part3"
     (part3 / "model").mkdir(parents=True)
     for name in MODEL_FILES:
@@ -99,9 +129,11 @@ def pack(model: Path, data_root: Path, wheels: Path, out: Path, max_part_bytes: 
 
 
 def assemble(parts: Path, out: Path) -> Path:
-    """Check every shard against the manifest and write the sharded checkpoint folder `out`."""
+    """Check every shard against the manifest, join them and write the checkpoint folder `out`."""
+    from safetensors.torch import load_file, save_file
+
     manifest = json.loads((parts / "part3" / "MANIFEST.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, Any] = {}
     for name, info in manifest["shards"].items():
         source = parts / info["part"] / name
         if not source.is_file():
@@ -109,11 +141,11 @@ def assemble(parts: Path, out: Path) -> Path:
                              "(it keeps carried files only while it stays warm)")
         if _sha256(source) != info["sha256"]:
             raise SystemExit(f"{source}: sha256 differs from the manifest (a broken transfer)")
-        shutil.copy2(source, out / name)
+        tensors.update(load_file(str(source)))
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(join_blocks(tensors), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     for path in (parts / "part3" / "model").iterdir():
         shutil.copy2(path, out / path.name)
-    index = {"metadata": {"total_size": manifest["total_size"]}, "weight_map": manifest["weight_map"]}
-    (out / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
     return out
 
 

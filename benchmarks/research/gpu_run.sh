@@ -74,7 +74,7 @@ run)
     export PYTHONPATH="$SHIM:$PYTHONPATH"
   fi
   python3 -c "import torch, hybridfast, faiss, pytrec_eval; print('torch', torch.__version__, torch.cuda.get_device_name(), 'hybridfast from', hybridfast.__file__)" || exit 1
-  test -f "$CARRY/model/model.safetensors.index.json" || python3 benchmarks/research/gpu_carry.py assemble --parts "$CARRY" --out "$CARRY/model" || exit 1
+  test -f "$CARRY/model/model.safetensors" || python3 benchmarks/research/gpu_carry.py assemble --parts "$CARRY" --out "$CARRY/model" || exit 1
   export HYBRIDFAST_DATA="$CARRY/part3/data"
   LEFT=$(( DEADLINE - ($(date +%s) - STARTED) - 30 ))
   echo "experiment: ${LEFT} s left for the quality and timing stages"
@@ -90,7 +90,7 @@ finish)
   ARCHIVE="${2:?usage: gpu_run.sh finish PATH/gpu-full-results.tar.gz}"
   mkdir -p benchmarks/research/results
   tar xzf "$ARCHIVE" -C benchmarks/research/results
-  test -f "$CARRY/model/model.safetensors.index.json" || python benchmarks/research/gpu_carry.py assemble --parts "$CARRY" --out "$CARRY/model"
+  test -f "$CARRY/model/model.safetensors" || python benchmarks/research/gpu_carry.py assemble --parts "$CARRY" --out "$CARRY/model"
   python benchmarks/research/experiment.py --config "$CONFIG" --stages compare
   python benchmarks/research/report.py --results "$RESULTS" --out benchmarks/research/REPORT-gpu.md
   ;;

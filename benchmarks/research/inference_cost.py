@@ -225,9 +225,11 @@ def equivalence_tests(samples: Sequence[Mapping[str, Any]], margin: float) -> li
                     if len(ratios) < 2:
                         continue
                     test = tost_paired(ratios, float(np.log1p(margin)))
+                    wide = tost_paired(ratios, float(np.log1p(margin)), alpha=0.025)  # its interval is the 95% one
                     out.append({"path": path, "a": a, "b": b, "metric": metric, "repeats": len(ratios),
                                 "ratio_b_over_a": float(np.exp(test.diff)),
                                 "ratio_ci90": [float(np.exp(test.ci_low)), float(np.exp(test.ci_high))],
+                                "ratio_ci95": [float(np.exp(wide.ci_low)), float(np.exp(wide.ci_high))],
                                 "margin": margin, "p_tost": test.p, "equivalent": bool(test.equivalent)})
     return out
 

@@ -102,11 +102,14 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_json(path: Path, payload: Any) -> Path:
-    """Write JSON atomically (temp file, then rename), so that an interrupted step leaves no half file."""
+def write_json(path: Path, payload: Any, compact: bool = False) -> Path:
+    """Write JSON atomically (temp file, then rename), so that an interrupted step leaves no half file; `compact`
+    for the large per-query result files (no indentation)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_suffix(path.suffix + ".tmp")
-    temp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if compact else json.dumps(
+        payload, indent=1, ensure_ascii=False)
+    temp.write_text(text + "\n", encoding="utf-8")
     temp.replace(path)
     return path
 

@@ -155,7 +155,8 @@ class Report:
                     "every strategy yields the same architecture with the same parameter count and tokenizer, so the "
                     "computation per text is identical by construction; only a measurement can show whether anything "
                     "else (e.g. different padding from different lengths) differs.")
-        verdicts = {path: fd.cost_verdict(cost, path) for path in ("lean", "baseline")}
+        margin = self.exp["stats_settings"]["cost_margin"]
+        verdicts = {path: fd.cost_verdict(cost, path, margin) for path in ("lean", "baseline")}
         infos = list(cost["models"].values())
         same = len({i["parameters"] for i in infos}) == 1 and len({i["passage_tokens"] for i in infos}) == 1
         parts = []
@@ -166,12 +167,16 @@ class Report:
                 parts.append(f"{path} path: all {v['tests']} model pairs equivalent within ±{100 * v['margin']:g} % "
                              f"(paired TOST, 90% CIs of the ratios within [{v['widest_ci'][0]:.3f}, {v['widest_ci'][1]:.3f}])")
             else:
-                parts.append(f"{path} path: {v['equivalent']} of {v['tests']} model-pair comparisons shown equivalent "
-                             f"within ±{100 * v['margin']:g} %; the others are not shown equivalent (90% CIs of the ratios "
-                             f"span [{v['widest_ci'][0]:.3f}, {v['widest_ci'][1]:.3f}]), which is a limit of this "
-                             "measurement's precision, not a measured difference")
-        headline = ("equivalent within the margin" if all(v and v["all_equivalent"] for v in verdicts.values())
-                    else "not shown equivalent on every comparison")
+                parts.append(f"{path} path: {v['equivalent']} of {v['tests']} comparisons (model pairs × throughput and "
+                             f"mean latency) shown equivalent within ±{100 * v['margin']:g} %, the 90% CIs of the ratios "
+                             f"spanning [{v['widest_ci'][0]:.3f}, {v['widest_ci'][1]:.3f}]; {v['differ']} of the "
+                             f"{v['tests']} have a 95% CI excluding 1 (unadjusted)")
+        all_equivalent = all(v and v["all_equivalent"] for v in verdicts.values())
+        any_differ = any(v and v["differ"] for v in verdicts.values())
+        headline = ("equivalent within the margin" if all_equivalent else
+                    "not shown equivalent, and no difference shown either: the measurement is too noisy to decide"
+                    if not any_differ else "not shown equivalent; some ratios differ from 1 before any multiplicity "
+                    "correction")
         return (f"**Inference cost across training strategies: {headline}.** Models {', '.join(cost['models'])} on "
                 f"{cost.get('device_name', cost['device'])} ({cost['torch_threads']} torch threads), "
                 f"{cost['settings']['repeats']} interleaved repeats: " + "; ".join(parts) + ". "
@@ -325,7 +330,9 @@ class Report:
                   f"({len(set(example['per_query']['multi']['clusters']['question']))} questions × their translations), "
                   f"multilingual pool of {counts['multilingual_pool']:,} candidates from "
                   f"{example['settings'].get('eval_articles', '?')} held-out articles. Mean over seeds and queries "
-                  "[95% CI, seeds × questions bootstrap]. Rank distance: lower is better (less language bias). "
+                  "[95% CI, seeds × questions bootstrap]; these intervals hold the spread between questions, which "
+                  "the paired tests below remove, so overlapping intervals do not mean equal strategies. Rank "
+                  "distance: lower is better (less language bias). "
                   "Multi Hit@1: any of the question's 11 answers ranked first (R@1 would be capped at 1/11 there); "
                   "mono and cross R@1 have one answer per pool.", ""]
         rows = [[self.name(model), *[with_ci(self.estimate(model, "lareqa", s, m), m) for s, m in LAREQA_COLUMNS]]
@@ -361,9 +368,8 @@ class Report:
             if results is None:
                 continue
             means = [sum(r["per_language"][lang]["mean"] for r in results) / len(results) for lang in langs]
-            rows.append([self.name(model), *[num(v, 3) for v in means],
-                         with_ci(self.estimate(model, "tatoeba", f"{langs[0]}->eng", "accuracy"), "accuracy")])
-        header = ["model", *[f"{lang}{'' if lang in seen else ' (unseen)'}" for lang in langs], f"{langs[0]}→eng [95% CI]"]
+            rows.append([self.name(model), *[num(v, 3) for v in means], num(sum(means) / len(means), 3)])
+        header = ["model", *[f"{lang}{'' if lang in seen else ' (unseen)'}" for lang in langs], "mean"]
         return ["## Tatoeba bitext retrieval (exploratory)", "",
                 f"Accuracy, mean of both directions and of the seeds ({example['per_language'][langs[0]]['pairs']} pairs "
                 "per language; *(unseen)*: not a training language). Not a primary endpoint: no verdicts.", "",
@@ -423,8 +429,8 @@ class Report:
                  f"{family['family_size']} tests, Holm-Bonferroni over all of them. B − A with its 95% CI (resampling "
                  f"seeds and {self.exp['stats_settings']['unit']}s), unadjusted and family-adjusted p; the verdict uses "
                  "the adjusted p; *better* / *worse* is B's direction. "
-                 + (f"Sensitivity: p with {', '.join(sens)}s as the resampling unit (few clusters: a coarse check). "
-                    if sens else "") + "TOST: equivalence p within the margin.", "",
+                 + (f"Sensitivity: p with {', '.join(sens)}s as the resampling unit where there are at least "
+                    "5 of them (–: fewer, or not a clustered task). " if sens else "") + "TOST: equivalence p within the margin.", "",
                  table(["task", "B − A", "endpoint", "B − A [95% CI]", "p", "p (Holm, family)", "verdict",
                         *[f"p ({u})" for u in sens], "TOST p"], rows), ""]
         explore = fd.exploratory_rows(self.res)
@@ -449,7 +455,7 @@ class Report:
         lines = ["## Inference cost on SciFact text", "",
                  f"{device}; {cost['texts']['passages']} passages at {cost['settings']['max_length']} tokens, "
                  f"{cost['texts']['queries']} queries one at a time; {cost['settings']['repeats']} interleaved "
-                 f"repeats{load_text}.", ""]
+                 f"repeats{load_text}; the load average counts the measurement's own threads.", ""]
         summary = cost["summary"]
         metrics = [("passages_per_s", "passages/s"), ("latency_p50_ms", "p50 latency (ms)"),
                    ("latency_mean_ms", "mean latency (ms)"), ("latency_p90_ms", "p90 latency (ms)"),
@@ -460,11 +466,13 @@ class Report:
         lines += [table(["model", "path", *[lab for _, lab in shown]], rows), "",
                   "Tail percentiles appear only where at least 10 latencies per repeat lie beyond them (p90 needs 100 "
                   "queries, p99 1,000).", ""]
+        margin = self.exp["stats_settings"]["cost_margin"]
         eq_rows = [[t["path"], f"{t['b']} ÷ {t['a']}", t["metric"], num(t["ratio_b_over_a"], 4),
-                    f"[{t['ratio_ci90'][0]:.4f}, {t['ratio_ci90'][1]:.4f}]", num(t["p_tost"], 4),
-                    "**yes**" if t["equivalent"] else "not shown"] for t in cost["equivalence"]]
-        lines += [f"Equivalence of the models' cost (paired by repeat, log-ratios, TOST within ±{100 * cost['equivalence'][0]['margin']:g} %):", "",
-                  table(["path", "ratio", "metric", "ratio", "90% CI", "TOST p", "equivalent"], eq_rows), ""]
+                    f"[{t['ratio_ci90'][0]:.4f}, {t['ratio_ci90'][1]:.4f}]", f"[{t['ratio_ci95'][0]:.4f}, {t['ratio_ci95'][1]:.4f}]",
+                    num(t["p_tost"], 4), "**yes**" if t["equivalent"] else "not shown"] for t in fd.cost_tests(cost, margin)]
+        lines += [f"Equivalence of the models' cost (paired by repeat, log-ratios, TOST within ±{100 * margin:g} %; "
+                  "the 90% interval decides the TOST, the 95% one whether a difference shows):", "",
+                  table(["path", "ratio", "metric", "ratio", "90% CI", "95% CI", "TOST p", "equivalent"], eq_rows), ""]
         sp_rows = [[s["model"], s["metric"], num(s["ratio_lean_over_baseline"], 3), f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"]
                    for s in cost["speedup"]]
         lines += ["Lean path ÷ unfused baseline (same models, same texts, paired repeats; geometric mean, 95% CI):", "",
@@ -511,7 +519,8 @@ class Report:
                     continue
                 paper_diff = round(paper["hybrid"] - paper[base], 6)
                 test = fd.family_test(self.res, "lareqa", base, "hybrid", setting, metric)
-                rows.append([f"{setting} {metric}", f"hybrid − {self.name(base)}", f"{paper_diff:+.3f}",
+                rows.append([f"{setting} {metric}", f"hybrid − {self.name(base)}",
+                             f"{paper_diff:+.1f}" if metric == "rank_distance" else f"{paper_diff:+.3f}",
                              signed_ci(test, metric) if test else "–", num(test["p_holm"], 3) if test else "–",
                              fd.paper_agreement(test, paper_diff, metric)])
         return ["## Effects against the seed paper", "",
@@ -535,9 +544,15 @@ class Report:
         bullets.append(f"{n_seeds} seeds per strategy: the bootstrap's seed component is shrunk by (S − 1)/S = "
                        f"{(n_seeds - 1) / n_seeds:.2f}, and with few seeds the seed variance itself is poorly known.")
         if ev["lareqa"].get("articles"):
-            bullets.append(f"XQuAD-R: {ev['lareqa']['articles']} held-out articles: the article-level sensitivity test "
-                           f"has only {ev['lareqa']['articles']} clusters, a coarse check; rank distances are on a pool "
-                           "of this size, not the paper's.")
+            bullets.append(f"XQuAD-R: {ev['lareqa']['articles']} held-out articles, too few for the article-level "
+                           "sensitivity test (it needs 5, `hybridfast.eval.compare.MIN_SENSITIVITY_CLUSTERS`); rank "
+                           "distances are on a pool of this size, not the paper's.")
+        rising = {s: c for s, c in fd.curve_summary(self.res).items() if c["flat"] is False}
+        if rising:
+            bullets.append("The learning curves of " + ", ".join(f"{self.name(s)} ({c['last_change']:+.4f} multi mAP "
+                           "in the last interval)" for s, c in rising.items()) + " had not flattened: the trained "
+                           "models are not converged, and the differences between strategies may still change with "
+                           "more steps.")
         if ev["beir"]["max_docs"] or ev["beir"].get("max_queries"):
             bullets.append("SciFact: subsampled queries and corpus; the comparison between strategies (same subset for "
                            "all) holds, absolute nDCG@10 does not compare with published numbers.")

@@ -6,7 +6,8 @@ training seeds and query *clusters* are resampled together. The resampling unit 
 stored in the result files (`per_query[setting]["clusters"]`): for LAReQA, "question" keeps the translations of
 one question together and "article" the questions of one article; "query" treats every query as independent,
 which is right only where queries are (BEIR, Tatoeba) and is the fallback, with a note, where a file has no
-labels. Every other level in `sensitivity_units` is tested too and reported beside the primary unit's result.
+labels. Every other level in `sensitivity_units` is tested too and reported beside the primary unit's result,
+where it has at least `MIN_SENSITIVITY_CLUSTERS` clusters.
 
 Endpoints. `primary` names the (setting/metric) endpoints declared before looking at results: only they get a
 verdict, after Holm-Bonferroni over all primary tests of the comparison (`family_holm` widens the family to
@@ -30,6 +31,9 @@ from hybridfast.eval.results import CLUSTERS_KEY, block_metrics, format_value, m
 from hybridfast.eval.significance import hierarchical_bootstrap, holm_bonferroni
 
 LOWER_IS_BETTER = frozenset({"rank_distance"})
+# A sensitivity level with fewer clusters is not tested: the bootstrap of K clusters has only C(2K-1, K) distinct
+# resamples (10 for K = 3) and understates the variance by (K - 1) / K, so its p-value would mislead.
+MIN_SENSITIVITY_CLUSTERS = 5
 CLUSTER_UNITS = ("question", "article", "query")
 Results = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
@@ -181,9 +185,10 @@ def _test_row(setting: str, metric: str, ids: list[str], scores_a: np.ndarray, s
     for level in sensitivity_units:
         if level == main_unit or (level != "query" and level not in clusters):
             continue
-        if level != "query" and len(set(clusters[level])) < 2:
-            row["sensitivity"][level] = {"clusters": 1, "ci_low": None, "ci_high": None, "p": None,
-                                         "note": f"one {level} only: no test"}
+        count = len(set(clusters[level])) if level != "query" else len(ids)
+        if count < MIN_SENSITIVITY_CLUSTERS:
+            row["sensitivity"][level] = {"clusters": count, "ci_low": None, "ci_high": None, "p": None,
+                                         "note": f"{count} {level}(s): too few to test (at least {MIN_SENSITIVITY_CLUSTERS})"}
             continue
         other = hierarchical_bootstrap(scores_a, scores_b, clusters.get(level), n_resamples=n_resamples, seed=seed)
         row["sensitivity"][level] = {"clusters": other.clusters, "ci_low": other.ci_low, "ci_high": other.ci_high,

@@ -27,7 +27,7 @@ def _result(ids, per_setting, task="lareqa", clusters=None, model="model"):
     return result
 
 
-def _lareqa_pair(effect=0.02, spread=0.1, n_questions=40, langs=11, n_articles=4):
+def _lareqa_pair(effect=0.02, spread=0.1, n_questions=40, langs=11, n_articles=8):
     """A and B on `n_questions` questions × `langs` translations: B − A is a question-level effect (mean
     `effect`, sd `spread`) shared by the translations, so the rows are far from independent."""
     z = np.linspace(-1.0, 1.0, n_questions)
@@ -53,9 +53,12 @@ def test_clustering_by_question_changes_the_verdict():
     assert row_naive["significant"] and row_naive["better"] == "B" and row_naive["clusters"] == 440
     assert not row["significant"] and row["better"] == "" and row["clusters"] == 40 and row["unit"] == "question"
     assert row["diff"] == pytest.approx(row_naive["diff"])
-    # The article level (4 clusters here) is a sensitivity row beside it.
-    assert row["sensitivity"]["article"]["clusters"] == 4
+    # The article level (8 clusters here) is a sensitivity row beside it; with 4 articles it is not tested.
+    assert row["sensitivity"]["article"]["clusters"] == 8
     assert row["sensitivity"]["article"]["ci_high"] - row["sensitivity"]["article"]["ci_low"] > 0
+    a4, b4 = _lareqa_pair(n_articles=4)
+    coarse = compare_results(a4, b4, n_resamples=500)["rows"][0]["sensitivity"]["article"]
+    assert coarse["p"] is None and "too few to test" in coarse["note"]
     assert "questions resampled together" in clustered["notes"][-1]
 
 

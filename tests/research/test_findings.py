@@ -110,18 +110,29 @@ def test_standing_against_zero_shot_reports_every_endpoint(tmp_path):
                         ("beir", "test", "ndcg@10"): "worse"}
 
 
-def test_cost_verdict_requires_every_pair_equivalent():
-    def eq(a, b, ratio, low, high, ok, path="lean"):
-        return {"path": path, "a": a, "b": b, "metric": "passages_per_s", "ratio_b_over_a": ratio,
-                "ratio_ci90": [low, high], "margin": 0.03, "p_tost": 0.01 if ok else 0.2, "equivalent": ok}
+def _cost_samples(factors: dict[str, float], noise: float, repeats: int = 10, seed: int = 1) -> list[dict]:
+    """Interleaved repeats: a shared drift per repeat (the machine), a model factor, small independent noise."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for repeat in range(repeats):
+        drift = rng.normal(0, 0.05)
+        for model, factor in factors.items():
+            value = 100 * np.exp(drift) * factor * np.exp(rng.normal(0, noise))
+            samples.append({"model": model, "path": "lean", "repeat": repeat, "passages_per_s": value,
+                            "latency_mean_ms": 1000 / value})
+    return samples
 
-    cost = {"equivalence": [eq("z", "m", 1.01, 0.99, 1.02, True), eq("z", "y", 0.99, 0.96, 1.01, False),
-                            eq("z", "m", 1.0, 0.99, 1.01, True, path="baseline")]}
-    lean = fd.cost_verdict(cost, "lean")
-    assert lean == {"path": "lean", "tests": 2, "equivalent": 1, "all_equivalent": False, "margin": 0.03,
-                    "max_ratio_deviation": pytest.approx(0.01), "widest_ci": [0.96, 1.02]}
-    assert fd.cost_verdict(cost, "baseline")["all_equivalent"]
-    assert fd.cost_verdict(None) is None
+
+def test_cost_verdict_requires_every_pair_equivalent():
+    precise = fd.cost_verdict({"samples": _cost_samples({"z": 1.0, "m": 1.0}, noise=0.003)}, "lean", 0.03)
+    assert precise["tests"] == 2 and precise["all_equivalent"] and precise["differ"] == 0
+    # A real 10 % difference: not equivalent, and it shows as a difference.
+    slower = fd.cost_verdict({"samples": _cost_samples({"z": 1.0, "y": 1.10}, noise=0.003)}, "lean", 0.03)
+    assert slower["equivalent"] == 0 and slower["differ"] == 2
+    # Same cost, but too noisy to show equivalence within ±3 %: neither equivalent nor different.
+    noisy = fd.cost_verdict({"samples": _cost_samples({"z": 1.0, "m": 1.0}, noise=0.08, seed=4)}, "lean", 0.03)
+    assert noisy["equivalent"] == 0 and noisy["differ"] == 0
+    assert fd.cost_verdict(None) is None and fd.cost_verdict({"samples": []}) is None
 
 
 def test_curve_summary_prepends_the_zero_shot_point_and_judges_flatness(tmp_path):
@@ -168,16 +179,12 @@ def test_tail_percentiles_only_with_enough_samples():
 
 
 def test_cost_equivalence_is_a_paired_tost_on_log_ratios():
-    samples = []
-    rng = np.random.default_rng(1)
-    for repeat in range(10):
-        drift = rng.normal(0, 0.05)  # the machine's drift hits both models of one repeat alike
-        for model, factor in (("z", 1.0), ("m", 1.005), ("y", 1.10)):
-            value = 100 * np.exp(drift) * factor * np.exp(rng.normal(0, 0.003))
-            samples.append({"model": model, "path": "lean", "repeat": repeat, "passages_per_s": value,
-                            "latency_mean_ms": 1000 / value})
+    samples = _cost_samples({"z": 1.0, "m": 1.005, "y": 1.10}, noise=0.003)
     tests = {(t["a"], t["b"], t["metric"]): t for t in cost_module.equivalence_tests(samples, 0.03)}
     assert tests[("z", "m", "passages_per_s")]["equivalent"]
     assert tests[("z", "m", "passages_per_s")]["ratio_b_over_a"] == pytest.approx(1.005, abs=0.004)
+    low90, high90 = tests[("z", "m", "passages_per_s")]["ratio_ci90"]
+    low95, high95 = tests[("z", "m", "passages_per_s")]["ratio_ci95"]
+    assert low95 < low90 < high90 < high95
     assert not tests[("z", "y", "passages_per_s")]["equivalent"]
     assert not tests[("z", "y", "latency_mean_ms")]["equivalent"]
