@@ -203,8 +203,11 @@ class Report:
                 test = fd.family_test(self.res, task, base, "hybrid", setting, metric)
                 if test is not None:
                     verdict = fd.effect_verdict(test)
+                    eq = test.get("equivalence")
+                    if verdict == "no significant difference" and eq and eq["equivalent"]:
+                        verdict += f"; equivalent within ±{eq['margin']:g}, TOST p {num(eq['p'], 3)} unadjusted"
                     pairs.append(f"hybrid − {self.name(base)} {signed_ci(test, metric)}, Holm p {num(test['p_holm'], 3)}"
-                                 f" ({verdict if verdict == 'no significant difference' else 'hybrid ' + verdict})")
+                                 f" ({verdict if verdict.startswith('no significant') else 'hybrid ' + verdict})")
             direction = " (lower is better)" if metric in fd.LOWER_IS_BETTER else ""
             claims.append(f"**{label(endpoint)}{direction}:** zero-shot {with_ci(zero, metric)}; " + "; ".join(parts)
                           + (". " + "; ".join(pairs) if pairs else "") + ".")
@@ -571,7 +574,9 @@ class Report:
         if invocations:
             rows = [[f"`{inv['command']}`", inv["started"], inv["finished"] or "not recorded", num(inv["wall_s"], 0),
                      inv["hardware"].get("torch_threads")] for inv in invocations]
-            lines += [table(["command", "started (UTC)", "finished (UTC)", "wall s", "torch threads"], rows), ""]
+            lines += ["Invocations of the driver for this results folder; one without a recorded finish was stopped "
+                      "early (the step table lists what each step produced and when).", "",
+                      table(["command", "started (UTC)", "finished (UTC)", "wall s", "torch threads"], rows), ""]
             hw, versions = invocations[-1]["hardware"], invocations[-1]["versions"]
             lines += [f"- Hardware: {hw.get('cpu')} ({hw.get('cpu_count')} logical CPUs, {hw.get('memory_gib')} GiB), "
                       f"device {hw.get('device')}" + (f", GPU {hw['gpu']}" if hw.get("gpu") else "") + f"; {hw.get('system')}.",
