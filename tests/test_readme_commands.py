@@ -71,8 +71,13 @@ CHECKLIST: dict[str, list[str]] = {
     "bash benchmarks/gpu_prepare.sh && bash benchmarks/gpu_check.sh": [
         "tests/test_gpu_scripts.py::test_gpu_scripts_parse",
         "tests/test_gpu_scripts.py::test_gpu_check_hybridfast_commands_take_their_flags"],
-    "python benchmarks/research/experiment.py --config benchmarks/research/cpu_reduced.toml": [
+    "python benchmarks/research/experiment.py --config benchmarks/research/cpu_reduced.toml --stages quality": [
         "tests/research/test_experiment_pipeline.py::test_driver_runs_end_to_end_resumes_and_reports"],
+    "python benchmarks/research/experiment.py --config benchmarks/research/cpu_reduced.toml --stages timing": [
+        "tests/research/test_experiment_pipeline.py::test_timing_stage_waits_for_an_idle_machine"],
+    "bash benchmarks/research/gpu_run.sh pack": [
+        "tests/research/test_gpu_carry.py::test_pack_and_assemble_round_trip",
+        "tests/test_gpu_scripts.py::test_gpu_scripts_parse"],
     "python benchmarks/research/report.py --results benchmarks/research/results/cpu-reduced --out "
     "benchmarks/research/REPORT.md": [
         "tests/research/test_experiment_pipeline.py::test_driver_runs_end_to_end_resumes_and_reports"],
