@@ -5,9 +5,11 @@ both build on it.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +159,17 @@ def environment(device: Any) -> dict[str, Any]:
         except (ImportError, AttributeError):
             env[package] = None
     return env
+
+
+def write_result_files(
+    result: dict[str, Any], out_dir: Path, stem: str, plot: Callable[[dict[str, Any], Path], None]
+) -> dict[str, str]:
+    """Write `<stem>.json` (the result plus the file names) and `<stem>.png` (drawn by `plot`) into `out_dir`;
+    return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+    files = {"json": str(json_path), "png": str(png_path)}
+    json_path.write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
+    plot(result, png_path)
+    return files

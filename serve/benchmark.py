@@ -32,7 +32,6 @@ mid-stream, so the two are reported apart.
 from __future__ import annotations
 
 import gc
-import json
 import resource
 import statistics
 import time
@@ -50,6 +49,7 @@ from hybridfast.benchmarking import (
     environment,
     find_data_root,
     random_checkpoint,
+    write_result_files,
 )
 from hybridfast.benchmarking import synchronize as _sync
 from hybridfast.errors import HybridfastError
@@ -545,15 +545,9 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
 
 def write_results(result: dict[str, Any], out_dir: Path, tag: str = "") -> dict[str, str]:
     """Write `bench_encode_<device>_<model>_<dtype>[_tag].json` and `.png`; return their paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = str(result["device"]).split(":")[0]
     stem = f"bench_encode_{device}_{result['model']}_{result['dtype']}" + (f"_{tag}" if tag else "")
-    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
-    files = {"json": str(json_path), "png": str(png_path)}
-    json_path.write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
-    plot_results(result, png_path)
-    return files
+    return write_result_files(result, out_dir, stem, plot_results)
 
 
 def plot_results(result: dict[str, Any], path: Path) -> None:

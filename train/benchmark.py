@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -38,7 +37,14 @@ from typing import Any
 import typer
 
 from hybridfast.benchmarking import SHAPES as RANDOM_SHAPES
-from hybridfast.benchmarking import PeakMemory, environment, find_data_root, random_checkpoint, synchronize
+from hybridfast.benchmarking import (
+    PeakMemory,
+    environment,
+    find_data_root,
+    random_checkpoint,
+    synchronize,
+    write_result_files,
+)
 from hybridfast.errors import HybridfastError
 
 HYBRIDFAST_VARIANTS = ("hybridfast-cached", "hybridfast-plain", "hybridfast-naive")
@@ -499,15 +505,9 @@ def _gib(nbytes: int | None) -> str:
 
 def write_results(result: dict[str, Any], out_dir: Path, tag: str = "") -> dict[str, str]:
     """Write `bench_train_<device>_<model>[_tag].json` and `.png`; return their paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = str(result["device"]).split(":")[0]
     stem = f"bench_train_{device}_{result['model']}" + (f"_{tag}" if tag else "")
-    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
-    files = {"json": str(json_path), "png": str(png_path)}
-    json_path.write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
-    plot_results(result, png_path)
-    return files
+    return write_result_files(result, out_dir, stem, plot_results)
 
 
 def plot_results(result: dict[str, Any], path: Path) -> None:
