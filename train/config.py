@@ -280,9 +280,9 @@ def validate(config: TrainConfig) -> None:
     if isinstance(smp.language_weights, str) and smp.language_weights not in ("uniform", "size"):
         fail("sampling.language_weights", f"must be 'uniform', 'size' or a table, not {smp.language_weights!r}")
     # Languages by any code or name (de, deu, German), kept as the preferred code the data loaders produce.
-    d.languages = list(dict.fromkeys(_language(code, "data.languages", fail) for code in d.languages))
+    d.languages = list(dict.fromkeys(_language(code, f"{s}: data.languages") for code in d.languages))
     if isinstance(smp.language_weights, dict):
-        smp.language_weights = {_language(code, "sampling.language_weights", fail): weight
+        smp.language_weights = {_language(code, f"{s}: sampling.language_weights"): weight
                                 for code, weight in smp.language_weights.items()}
     if smp.batch_size < 1:
         fail("sampling.batch_size", f"must be at least 1, not {smp.batch_size}")
@@ -333,14 +333,13 @@ def validate(config: TrainConfig) -> None:
         load_hook(lg.eval_hook, s)
 
 
-def _language(code: str, key: str, fail: Callable[[str, str], None]) -> str:
+def _language(code: str, where: str) -> str:
     from hybridfast.data.languages import UnknownLanguageError, canonical_language
 
     try:
         return canonical_language(code)
     except UnknownLanguageError as err:
-        fail(key, str(err))
-        raise AssertionError("unreachable") from err
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def load_hook(spec: str, source: str = "<config>") -> Callable[..., Any]:
