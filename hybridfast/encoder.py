@@ -112,10 +112,6 @@ class TokenBatch(NamedTuple):
     cu_seqlens_host: torch.Tensor | None = None
     max_length: int = 0
 
-    @property
-    def num_texts(self) -> int:
-        return self.input_ids.shape[0] if self.attention_mask is not None else self.cu_seqlens_host.numel() - 1
-
 
 class FusedEncoder(nn.Module):
     """Shared dual encoder: one set of weights for queries and passages.

@@ -143,13 +143,12 @@ def contrastive_step(
     """Forward and loss of one step (plain or cached, as `model` — a possibly wrapped `ContrastiveDualEncoder` —
     was built); the caller runs the one backward (`accelerator.backward`) and the optimizer step."""
     queries, candidates, tau = model(inputs.query_rows, inputs.candidate_rows)
-    device = queries.device
     loss = global_contrastive_loss(
         queries,
         candidates,
         temperature=tau,
-        query_groups=inputs.query_groups.to(device) if use_groups else None,
-        candidate_groups=inputs.candidate_groups.to(device) if use_groups else None,
+        query_groups=inputs.query_groups if use_groups else None,
+        candidate_groups=inputs.candidate_groups if use_groups else None,
         symmetric=symmetric,
         backend=loss_backend,
     )
