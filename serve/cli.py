@@ -6,6 +6,8 @@ stays fast. A `HybridfastError` becomes one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,16 @@ class GpuChoice(str, Enum):
     auto = "auto"
     yes = "yes"
     no = "no"
+
+
+@contextmanager
+def progress_bar(total: int, description: str, unit: str) -> Iterator[Callable[[int], None]]:
+    """The toolkit's progress display (stderr) of one task over `total` `unit`s; yields `advance(n)`."""
+    from hybridfast.progress import rich_progress
+
+    with rich_progress(transient=True) as progress:
+        task = progress.add_task(description, total=total, unit=unit)
+        yield lambda n: progress.advance(task, n)
 
 
 def _padding_free(value: str) -> bool | None:
@@ -124,17 +136,15 @@ def index_command(
 ) -> None:
     """Build a FAISS inner-product index from embedding shards."""
     from hybridfast.index import build_index, save_index
-    from hybridfast.progress import rich_progress
     from hybridfast.serve.shards import load_embeddings
 
     with user_errors():
         ids, matrix = load_embeddings(embeddings)
         use_gpu = {"auto": "auto", "yes": True, "no": False}[gpu.value]
-        with rich_progress(transient=True) as progress:
-            task = progress.add_task(f"indexing ({kind.value})", total=len(ids), unit="vectors")
+        with progress_bar(len(ids), f"indexing ({kind.value})", "vectors") as advance:
             index = build_index(matrix, kind.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
                                 ef_construction=ef_construction, ef_search=ef_search, use_gpu=use_gpu,
-                                progress=lambda n: progress.advance(task, n))
+                                progress=advance)
         save_index(out, index, ids)
     typer.echo(f"wrote {kind.value} index of {len(ids)} vectors (dim {matrix.shape[1]}) to {out}")
 
@@ -156,7 +166,7 @@ def search_command(
 ) -> None:
     """Retrieve the top-k passages for each query of a file and write a TREC or JSONL run."""
     from hybridfast.index import load_index, set_search_params
-    from hybridfast.progress import batch_progress, rich_progress
+    from hybridfast.progress import batch_progress
     from hybridfast.serve.corpus import read_texts
     from hybridfast.serve.retrieval import retrieve, write_run
 
@@ -167,9 +177,8 @@ def search_command(
         encoder = load_encoder(model, device, dtype, int8, False, padding_free)
         with batch_progress(f"encoding {queries.name}", len(qtexts)) as counter:
             embeddings = encoder.encode_queries(qtexts, max_batch_tokens=max_batch_tokens, on_batch=counter)
-        with rich_progress(transient=True) as progress:
-            task = progress.add_task(f"searching {index.name or index}", total=len(qids), unit="queries")
-            run = retrieve(embeddings, qids, faiss_index, doc_ids, k, progress=lambda n: progress.advance(task, n))
+        with progress_bar(len(qids), f"searching {index.name or index}", "queries") as advance:
+            run = retrieve(embeddings, qids, faiss_index, doc_ids, k, progress=advance)
         write_run(out, run, tag=tag)
     typer.echo(f"wrote {len(run):,} queries × top-{k} to {out}; encoded {counter.summary()}")
 
