@@ -68,7 +68,7 @@ def load_tatoeba(directory: Path, languages: list[str] | None = None) -> dict[st
         lang = match_language(code, available)
         if lang is None:
             language = require_language(code)
-            iso3 = next(c for c in language.codes if len(c) == 3)
+            iso3 = language.codes[-1]  # the table lists the code Tatoeba uses last (`cmn` for Chinese, `pes` for Persian)
             raise MissingDataError(
                 f"{tatoeba_folder(directory) / f'tatoeba.{iso3}-eng.{iso3}'}: file not found (also tried .gz): no "
                 f"{language.name} pair; the folder has {describe_languages(available)}"

@@ -113,6 +113,8 @@ def test_loaders_accept_either_form(tmp_path: Path, squad_writer, text_writer, j
     assert list(load_tatoeba(tmp_path / "tat", ["de"])) == ["deu"]
     with pytest.raises(MissingDataError, match=r"tatoeba\.fra-eng\.fra: file not found .*no French pair"):
         load_tatoeba(tmp_path / "tat", ["fr"])
+    with pytest.raises(MissingDataError, match=r"tatoeba\.cmn-eng\.cmn: file not found .*no Chinese pair"):
+        load_tatoeba(tmp_path / "tat", ["zh"])  # the file Tatoeba names Chinese by, not ISO 639-3 `zho`
 
     rows = [{"qid": "q1", "lang": "deu", "query": "Wo?", "passage": "Da."},
             {"qid": "q1", "lang": "en", "query": "Where?", "passage": "There."},
