@@ -245,23 +245,30 @@ def _forward_kernel(
 
 
 @triton.jit
+def _merge_lse2(m_ptrs, l_ptrs, ok, count, stride, BLOCK: tl.constexpr):
+    """Base-2 log-sum-exp from ``count`` partial (max, sum) pairs ``stride`` elements apart: each pair is rescaled to
+    the running maximum, ``l ← l·2^(m − m') + l_k·2^(m_k − m')`` with ``m' = max(m, m_k)``. The pointers advance by
+    ``stride`` per pair (64-bit pointer arithmetic, no int32 product)."""
+    top = tl.full((BLOCK,), -1.0e30, dtype=tl.float32)
+    total = tl.zeros((BLOCK,), dtype=tl.float32)
+    for _ in range(0, count):
+        m = tl.load(m_ptrs, mask=ok, other=-1.0e30)
+        l_ = tl.load(l_ptrs, mask=ok, other=1.0)
+        new = tl.maximum(top, m)
+        total = total * tl.exp2(top - new) + l_ * tl.exp2(m - new)
+        top = new
+        m_ptrs += stride
+        l_ptrs += stride
+    return top + tl.log2(total)
+
+
+@triton.jit
 def _merge_columns_kernel(col_m_ptr, col_l_ptr, col_lse2_ptr, N, SLOTS, BLOCK_C: tl.constexpr):
     """Symmetric: the column log-sum-exp (base 2) [N] from the per-slot partial (max, sum) pairs [SLOTS, N]."""
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < N
-    top = tl.full((BLOCK_C,), -1.0e30, dtype=tl.float32)
-    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    m_ptrs = col_m_ptr + cols
-    l_ptrs = col_l_ptr + cols
-    for _ in range(0, SLOTS):
-        m = tl.load(m_ptrs, mask=col_ok, other=-1.0e30)
-        l_ = tl.load(l_ptrs, mask=col_ok, other=1.0)
-        new = tl.maximum(top, m)
-        total = total * tl.exp2(top - new) + l_ * tl.exp2(m - new)
-        top = new
-        m_ptrs += N
-        l_ptrs += N
-    tl.store(col_lse2_ptr + cols, top + tl.log2(total), mask=col_ok)
+    lse2 = _merge_lse2(col_m_ptr + cols, col_l_ptr + cols, col_ok, SLOTS, N, BLOCK_C)
+    tl.store(col_lse2_ptr + cols, lse2, mask=col_ok)
 
 
 @triton.jit
@@ -276,27 +283,15 @@ def _finish_rows_kernel(
     direction's when symmetric."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < M
-    top = tl.full((BLOCK_R,), -1.0e30, dtype=tl.float32)
-    total = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    lse2 = _merge_lse2(m_part_ptr + rows, l_part_ptr + rows, row_ok, SPLITS, M, BLOCK_R)
     pos = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    # Pointers advance by M per split (64-bit pointer arithmetic, no int32 product).
-    m_ptrs = m_part_ptr + rows
-    l_ptrs = l_part_ptr + rows
-    pos_ptrs = pos_part_ptr + rows
-    for _ in range(0, SPLITS):
-        m = tl.load(m_ptrs, mask=row_ok, other=-1.0e30)
-        l_ = tl.load(l_ptrs, mask=row_ok, other=1.0)
-        new = tl.maximum(top, m)
-        total = total * tl.exp2(top - new) + l_ * tl.exp2(m - new)
-        top = new
-        if HAS_GROUPS:
-            pos += tl.load(pos_ptrs, mask=row_ok, other=0.0)
-        m_ptrs += M
-        l_ptrs += M
-        pos_ptrs += M
-    lse2 = top + tl.log2(total)
     labels = tl.load(labels_ptr + rows, mask=row_ok, other=0)
-    if not HAS_GROUPS:
+    if HAS_GROUPS:
+        pos_ptrs = pos_part_ptr + rows
+        for _ in range(0, SPLITS):
+            pos += tl.load(pos_ptrs, mask=row_ok, other=0.0)
+            pos_ptrs += M
+    else:
         q_rows = q_ptr + rows.to(tl.int64)[:, None] * stride_q
         p_rows = p_ptr + labels.to(tl.int64)[:, None] * stride_p
         for k0 in range(0, D, BLOCK_K):
