@@ -535,8 +535,9 @@ def _chunk_rows(m: int, n: int, bytes_per_elem: int, multiple: int) -> int:
     return max(multiple, rows // multiple * multiple)
 
 
-def forward_torch(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Stats]:
-    """Chunked PyTorch forward: (positive scores [M], row losses' LSE state). Holds one [rows, N] chunk."""
+def forward_torch(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+    """Chunked PyTorch forward: the per-query losses [M] and the LSE state, as ``forward_triton``. Holds one
+    [rows, N] chunk."""
     q, p = problem.q, problem.p
     m, n = q.shape[0], p.shape[0]
     sd = problem.stats_dtype
@@ -563,7 +564,11 @@ def forward_torch(problem: Problem, tau: torch.Tensor) -> tuple[torch.Tensor, to
             col_l = col_l * torch.exp2(col_m - top) + cl * torch.exp2(cm - top)
             col_m = top
     col_lse2 = col_m + torch.log2(col_l) if col_m is not None and col_l is not None else None
-    return pos, scale2, Stats(lse2, col_lse2)
+    pos2 = pos * scale2
+    losses = (lse2 - pos2) * LN2
+    if col_lse2 is not None:
+        losses = 0.5 * (losses + (col_lse2[problem.labels] - pos2) * LN2)
+    return losses, Stats(lse2, col_lse2)
 
 
 def _upcast(problem: Problem) -> bool:
@@ -861,14 +866,7 @@ class ContrastiveLossFunction(torch.autograd.Function):
         timer = _timer(q)
         if timer is not None:
             timer.start()
-        if use_triton:
-            losses, stats = forward_triton(problem, tau)
-        else:
-            pos, scale2, stats = forward_torch(problem, tau)
-            pos2 = pos * scale2
-            losses = (stats.lse2 - pos2) * LN2
-            if problem.symmetric and stats.col_lse2 is not None:
-                losses = 0.5 * (losses + (stats.col_lse2[problem.labels] - pos2) * LN2)
+        losses, stats = (forward_triton if use_triton else forward_torch)(problem, tau)
         if timer is not None:
             timer.lap("forward")
         ctx.problem = problem
