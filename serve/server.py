@@ -580,16 +580,19 @@ def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
 class HeadDeadlineH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline on each request head.
 
-    uvicorn closes keep-alive connections that stay idle, but stops that timer at the first byte,
-    so a client that sends its headers a byte at a time (slowloris) holds the connection forever.
-    Here a connection whose next request head is not complete `read_timeout_s` after it opened (or
-    after its last response) is closed. Bodies have their own deadline in :class:`_Gatekeeper`.
+    uvicorn closes a keep-alive connection that stays idle between requests (KEEP_ALIVE_S), but stops that
+    timer at the first byte and never times a new connection, so a client that sends its headers a byte at a
+    time (slowloris) holds the connection forever. Here a request head must be complete `read_timeout_s` after
+    the connection opened, or after the head's first byte on a kept-alive connection; otherwise the connection
+    is closed. The deadline starts at that first byte, not at the last response, so idle time between requests
+    stays KEEP_ALIVE_S whatever `read_timeout_s` is. Bodies have their own deadline in :class:`_Gatekeeper`.
     """
 
     def __init__(self, *args: Any, read_timeout_s: float, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.read_timeout_s = read_timeout_s
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_cycle: Any = None  # the cycle (None: no request yet) current when the deadline was armed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -600,14 +603,16 @@ class HeadDeadlineH11Protocol(H11Protocol):
             self._head_timer.cancel()
         super().connection_lost(exc)
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.cycle is None or self.cycle.response_complete:  # no pipelined request started meanwhile
+    def data_received(self, data: bytes) -> None:
+        between_requests = self.cycle is not None and self.cycle.response_complete
+        if between_requests and self._head_cycle is not self.cycle:  # the first byte of the next head
             self._arm_head_deadline()
+        super().data_received(data)
 
     def _arm_head_deadline(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
+        self._head_cycle = self.cycle
         self._head_timer = self.loop.call_later(self.read_timeout_s, self._head_overdue, self.cycle)
 
     def _head_overdue(self, cycle_when_armed: Any) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 import hybridfast
 from hybridfast.encoder import FusedEncoder
@@ -177,6 +178,10 @@ def connect(url: str) -> socket.socket:
     return sock
 
 
+def client_port(response: httpx.Response) -> int:
+    return response.extensions["network_stream"].get_extra_info("client_addr")[1]
+
+
 def read_until_closed(sock: socket.socket) -> bytes:
     received = b""
     while chunk := sock.recv(65536):
@@ -203,9 +208,16 @@ def test_half_sent_bodies_get_408_and_their_connections_close(tiny_model_dir: Pa
         assert b'"code":"read_timeout"' in answer and b"connection: close" in answer.lower()
 
 
-def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("kept_alive", [False, True], ids=["new-connection", "after-a-request"])
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(tiny_model_dir: Path, kept_alive: bool) -> None:
     with slow_server(tiny_model_dir, read_timeout_s=1.0) as url:
         sock = connect(url)
+        if kept_alive:
+            sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(1024)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
         sock.settimeout(0.2)
         start = time.monotonic()
         sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -222,3 +234,15 @@ def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(tiny_model_dir: Path) -
         sock.close()
     assert closed, "a client dribbling its request head kept the connection for 8 s"
     assert elapsed < 8
+
+
+def test_idle_keep_alive_connections_outlive_the_head_deadline(tiny_model_dir: Path) -> None:
+    """The head deadline runs from a head's first byte; idle time between requests is the keep-alive timeout's."""
+    with slow_server(tiny_model_dir, read_timeout_s=0.5) as url, httpx.Client(base_url=url, timeout=30) as http:
+        first = http.post("/v1/embeddings", json={"input": "first"})
+        first_port = client_port(first)
+        time.sleep(1.0)  # idle for twice the read timeout
+        second = http.post("/v1/embeddings", json={"input": "second"})
+        second_port = client_port(second)
+    assert first.status_code == second.status_code == 200
+    assert second_port == first_port, "the server closed an idle keep-alive connection early"
