@@ -667,29 +667,28 @@ class GradCoefficients:
 def _grad_coefficients(
     problem: Problem, stats: Stats, grad: torch.Tensor, tau: torch.Tensor, rows_in_kernel: bool
 ) -> GradCoefficients:
+    """The factors the dS pass reads. With ``rows_in_kernel`` (the Triton dS kernel) the row factors are left to the
+    kernel and formed here only where fp16's σ needs their maximum."""
     sd = problem.stats_dtype
     g = grad.to(sd)
-    scaled = _needs_ds_scale(problem)
-    if rows_in_kernel and not scaled and not problem.symmetric:
-        return GradCoefficients(None, None, None, None, None)
-    inv_tau = 1.0 / tau.to(sd)
     g_col = col_lse2 = None
     if problem.symmetric and stats.col_lse2 is not None:
         g_col = torch.zeros(problem.p.shape[0], dtype=sd, device=g.device)
         g_col.index_add_(0, problem.labels, g)
-        g_col = g_col * (0.5 * inv_tau)
+        g_col = g_col * (0.5 / tau.to(sd))
         col_lse2 = torch.where(g_col != 0, stats.col_lse2, torch.full_like(stats.col_lse2, float("inf")))
+    scaled = _needs_ds_scale(problem)
     if rows_in_kernel and not scaled:
         return GradCoefficients(None, None, g_col, col_lse2, None)
-    g_row = (0.5 * g if problem.symmetric else g) * inv_tau
+    g_row = (0.5 * g if problem.symmetric else g) * (1.0 / tau.to(sd))
     g_diag = -2.0 * g_row if problem.symmetric else -g_row
-    if not scaled:
-        return GradCoefficients(g_row, g_diag, g_col, col_lse2, None)
-    if g_col is not None:
-        biggest = torch.maximum(g_row.abs().max() + g_diag.abs().max(), g_col.abs().max())
-    else:
-        biggest = 2.0 * g_row.abs().max()
-    ds_scale = torch.where(biggest > 0, torch.exp2(-torch.ceil(torch.log2(biggest))), torch.ones_like(biggest))
+    ds_scale = None
+    if scaled:
+        if g_col is not None:
+            biggest = torch.maximum(g_row.abs().max() + g_diag.abs().max(), g_col.abs().max())
+        else:
+            biggest = 2.0 * g_row.abs().max()
+        ds_scale = torch.where(biggest > 0, torch.exp2(-torch.ceil(torch.log2(biggest))), torch.ones_like(biggest))
     if rows_in_kernel:
         return GradCoefficients(None, None, g_col, col_lse2, ds_scale)
     return GradCoefficients(g_row, g_diag, g_col, col_lse2, ds_scale)
