@@ -70,7 +70,8 @@ def test_only_a_pooler_only_load_report_is_dropped() -> None:
 
 
 def test_our_checkpoints_do_not_build_the_pooler_in_sentence_transformers(tiny_model_dir: Path, tmp_path: Path,
-                                                                           caplog: pytest.LogCaptureFixture) -> None:
+                                                                           caplog: pytest.LogCaptureFixture,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from hybridfast.models.checkpoint import write_encoder_files
 
     sentence_transformers = pytest.importorskip("sentence_transformers")
@@ -79,6 +80,9 @@ def test_our_checkpoints_do_not_build_the_pooler_in_sentence_transformers(tiny_m
     write_encoder_files(directory, encoder_config, json.loads((directory / "config.json").read_text())["hidden_size"])
     config = json.loads((directory / "sentence_bert_config.json").read_text())
     assert config["model_args"] == {"add_pooling_layer": False}
+    # Any test that ran the CLI in this process left quiet_third_party's filter here, which would drop the very
+    # report this test looks for.
+    monkeypatch.setattr(logging.getLogger("transformers.modeling_utils"), "filters", [])
     transformers_logger = logging.getLogger("transformers")  # does not propagate to the root's capture handler
     transformers_logger.addHandler(caplog.handler)
     try:
