@@ -53,6 +53,21 @@ def _check_inputs(q: object, p: object) -> tuple[torch.Tensor, torch.Tensor]:
     return q, p
 
 
+def temperature_value(temperature: object) -> float:
+    """A Python or numpy real τ as a float, checked to be finite and positive (``ValueError`` naming it otherwise)."""
+    if isinstance(temperature, (bool, np.bool_)):
+        raise ValueError(f"temperature must be a positive finite number, got the bool {temperature!r}")
+    if isinstance(temperature, np.ndarray):
+        raise ValueError(f"temperature must be a number or a torch tensor, got a numpy array of shape "
+                         f"{list(temperature.shape)} (pass float(x) or torch.tensor(x))")
+    if not isinstance(temperature, numbers.Real):
+        raise ValueError(f"temperature must be a positive finite number, got {type(temperature).__name__}")
+    value = float(temperature)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    return value
+
+
 def _temperature(temperature: object, device: torch.device) -> torch.Tensor:
     """τ as a 0-dim fp32 tensor on ``device``, checked to be a finite positive real number.
 
@@ -61,10 +76,8 @@ def _temperature(temperature: object, device: torch.device) -> torch.Tensor:
     on the host would wait for the GPU on every call. A failed device assert surfaces at the next synchronizing
     call and leaves the CUDA context unusable, which is what a NaN or non-positive learnable τ deserves.
     """
-    if isinstance(temperature, (bool, np.bool_)):
-        raise ValueError(f"temperature must be a positive finite number, got the bool {temperature!r}")
     if isinstance(temperature, torch.Tensor):
-        if temperature.dtype == torch.bool or not temperature.dtype.is_floating_point:
+        if not temperature.dtype.is_floating_point:
             raise ValueError(f"temperature tensor must have a floating-point dtype, got {temperature.dtype}")
         if temperature.numel() != 1:
             raise ValueError(f"temperature tensor must hold one value (a scalar), got shape {list(temperature.shape)}")
@@ -77,14 +90,7 @@ def _temperature(temperature: object, device: torch.device) -> torch.Tensor:
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"temperature must be finite and positive, got a tensor holding {value!r}")
         return tau.to(device=device, dtype=torch.float32)
-    if isinstance(temperature, np.ndarray):
-        raise ValueError(f"temperature must be a number or a torch tensor, got a numpy array of shape "
-                         f"{list(temperature.shape)} (pass float(x) or torch.tensor(x))")
-    if not isinstance(temperature, numbers.Real):
-        raise ValueError(f"temperature must be a positive finite number, got {type(temperature).__name__}")
-    value = float(temperature)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    value = temperature_value(temperature)
     # A fill on the device: torch.tensor(value, device="cuda") would copy from pageable host memory and wait for
     # the stream, a host sync on every call.
     return torch.full((), value, dtype=torch.float32, device=device)

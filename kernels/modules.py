@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
 
-from hybridfast.kernels.functional import contrastive_loss
+from hybridfast.kernels.functional import contrastive_loss, temperature_value
 from hybridfast.kernels.pooling import BACKENDS, MODES, pool, pool_varlen
 
 
@@ -87,11 +86,7 @@ class ContrastiveLoss(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
-            math.isfinite(temperature) and temperature > 0
-        ):
-            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-        log_temperature = torch.tensor(math.log(temperature), dtype=torch.float32)
+        log_temperature = torch.tensor(math.log(temperature_value(temperature)), dtype=torch.float32)
         if learnable_temperature:
             self.log_temperature = nn.Parameter(log_temperature)
         else:
