@@ -620,17 +620,18 @@ class HeadDeadlineH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def uvicorn_config(app: FastAPI, settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8080,
+def uvicorn_config(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8080,
                    log_level: str = "info") -> uvicorn.Config:
-    """uvicorn settings for `app`: the h11 protocol with the head deadline (`settings.read_timeout_s`), and
-    idle keep-alive connections closed after KEEP_ALIVE_S."""
+    """uvicorn settings for `app` (made by :func:`create_app`): the h11 protocol with the head deadline (the
+    app's ``read_timeout_s``), and idle keep-alive connections closed after KEEP_ALIVE_S."""
+    settings: ServerSettings = app.state.settings
     protocol = functools.partial(HeadDeadlineH11Protocol, read_timeout_s=settings.read_timeout_s)
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=protocol,  # type: ignore[arg-type]
                           timeout_keep_alive=KEEP_ALIVE_S)
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI, settings: ServerSettings, *, log_level: str = "warning",
+def serve_in_thread(app: FastAPI, *, log_level: str = "warning",
                     startup_timeout_s: float = 60.0) -> Iterator[str]:
     """Run `app` under uvicorn on a free 127.0.0.1 port in a background thread; yield its base URL.
 
@@ -639,7 +640,7 @@ def serve_in_thread(app: FastAPI, settings: ServerSettings, *, log_level: str = 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, settings, port=port, log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(app, port=port, log_level=log_level))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="hybridfast-uvicorn")
     thread.start()
     deadline = time.monotonic() + startup_timeout_s

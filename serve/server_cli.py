@@ -116,7 +116,7 @@ def serve_command(
     if encoder.config_was_defaulted:
         typer.echo(f"hybridfast serve: {model} has no hybridfast_encoder.json; using mean pooling, L2 "
                    "normalization and no prefixes", err=True)
-    uvicorn.Server(uvicorn_config(app, settings, host=host, port=port, log_level=log_level)).run()
+    uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
 
 
 def default_served_name(model: str) -> str:

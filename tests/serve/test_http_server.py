@@ -60,14 +60,13 @@ def base_url(tiny_model_dir: Path, doc_index: Any) -> Iterator[str]:
     encoder = poisoned(hybridfast.load(str(tiny_model_dir), device="cpu"))
     app = create_app(encoder, MAIN_SETTINGS, index=doc_index, doc_ids=[f"doc{i}" for i in range(len(DOCS))],
                      model_name="tiny")
-    with serve_in_thread(app, MAIN_SETTINGS) as url:
+    with serve_in_thread(app) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def strict_url(tiny_model_dir: Path) -> Iterator[str]:
-    with serve_in_thread(create_app(hybridfast.load(str(tiny_model_dir), device="cpu"), STRICT_SETTINGS),
-                         STRICT_SETTINGS) as url:
+    with serve_in_thread(create_app(hybridfast.load(str(tiny_model_dir), device="cpu"), STRICT_SETTINGS)) as url:
         yield url
 
 
@@ -342,7 +341,7 @@ def test_search_without_an_index_is_404(strict_url: str) -> None:
 
 def test_int8_quantized_encoder_serves_close_embeddings(tiny_model_dir: Path, reference: FusedEncoder) -> None:
     encoder = hybridfast.load(str(tiny_model_dir), device="cpu", quantize="int8")
-    with serve_in_thread(create_app(encoder, ServerSettings(max_wait_ms=1)), ServerSettings()) as url:
+    with serve_in_thread(create_app(encoder, ServerSettings(max_wait_ms=1))) as url:
         response = httpx.post(f"{url}/v1/embeddings", json={"input": DOCS}, timeout=30)
     assert response.status_code == 200, response.text
     got = np.array([item["embedding"] for item in response.json()["data"]])
@@ -368,6 +367,6 @@ def test_concurrent_requests_with_different_length_limits_tokenize_correctly(
             return [(kind, r.status_code, r.json().get("usage", {}).get("prompt_tokens", -1))
                     for kind, r in zip(kinds, responses, strict=True)]
 
-    with serve_in_thread(create_app(encoder, ServerSettings(max_wait_ms=1)), ServerSettings()) as url:
+    with serve_in_thread(create_app(encoder, ServerSettings(max_wait_ms=1))) as url:
         outcomes = asyncio.run(burst(url))
     assert [(status, tokens) for _, status, tokens in outcomes] == [(200, 4 * expected[k]) for k, _, _ in outcomes]

@@ -40,7 +40,7 @@ def url(tiny_model_dir: Path) -> Iterator[str]:
     encoder = hybridfast.load(str(tiny_model_dir), device="cpu")
     index = build_index(encoder.encode_passages(DEFAULT_TEXTS), "flat", use_gpu=False)
     app = create_app(encoder, SETTINGS, index=index, doc_ids=[f"doc{i}" for i in range(len(DEFAULT_TEXTS))])
-    with serve_in_thread(app, SETTINGS) as base:
+    with serve_in_thread(app) as base:
         yield base
 
 
@@ -48,7 +48,7 @@ def url(tiny_model_dir: Path) -> Iterator[str]:
 def broken_url(tiny_model_dir: Path) -> Iterator[str]:
     encoder = hybridfast.load(str(tiny_model_dir), device="cpu")
     app = create_app(encoder, SETTINGS, index=BrokenIndex(encoder.dim), doc_ids=["a", "b", "c"], model_name="tiny")
-    with serve_in_thread(app, SETTINGS) as base:
+    with serve_in_thread(app) as base:
         yield base
 
 
@@ -160,7 +160,7 @@ def test_no_response_names_the_checkpoint_path(url: str, tiny_model_dir: Path) -
 
 def test_served_model_name_renames_the_model(tiny_model_dir: Path) -> None:
     encoder = hybridfast.load(str(tiny_model_dir), device="cpu")
-    with serve_in_thread(create_app(encoder, SETTINGS, model_name="e5-tiny"), SETTINGS) as base:
+    with serve_in_thread(create_app(encoder, SETTINGS, model_name="e5-tiny")) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
         assert client.embeddings.create(model="e5-tiny", input="hi").model == "e5-tiny"
         assert httpx.get(f"{base}/health", timeout=30).json()["model"] == "e5-tiny"

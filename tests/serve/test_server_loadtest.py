@@ -59,7 +59,7 @@ def test_a_short_run_writes_json_and_png(tiny_model_dir: Path, tmp_path: Path) -
     texts.write_text("\n".join(DEFAULT_TEXTS) + "\n", encoding="utf-8")
     settings = ServerSettings(max_wait_ms=2)
     app = create_app(hybridfast.load(str(tiny_model_dir), device="cpu"), settings, model_name="tiny")
-    with serve_in_thread(app, settings) as url:
+    with serve_in_thread(app) as url:
         done = subprocess.run([sys.executable, str(SCRIPT), "--url", url, "--concurrency", "1,4", "--requests", "30",
                                "--max-seconds", "60", "--inputs", "2", "--texts", str(texts), "--out-dir",
                                str(tmp_path), "--tag", "tiny"], capture_output=True, text=True, timeout=300)

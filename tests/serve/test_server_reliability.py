@@ -42,7 +42,7 @@ def slow_encoder(model_dir: Path) -> FusedEncoder:
 def slow_server(model_dir: Path, **overrides: Any) -> Iterator[str]:
     settings = ServerSettings(**{"max_batch_tokens": BUDGET, "max_wait_ms": 2, "max_queue_tokens": 10**6,
                                  **overrides})
-    with serve_in_thread(create_app(slow_encoder(model_dir), settings, model_name="tiny"), settings) as url:
+    with serve_in_thread(create_app(slow_encoder(model_dir), settings, model_name="tiny")) as url:
         yield url
 
 
