@@ -471,12 +471,13 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
         # corpus takes seconds this way, a minute through one tokenizer call.
         tokenizer = ParallelTokenizer(AutoTokenizer.from_pretrained(model_dir))
         prefix = (EncoderConfig.load(model_dir) or EncoderConfig()).passage_prefix
-        stats = {}
+        token_counts, stats = {}, {}
         for name, sample in texts.items():
-            lengths = [len(ids) for ids in tokenizer.token_ids([prefix + t for t in sample], config.max_length)]
-            stats[name] = {"texts": len(sample), "unique_texts": len(set(sample)), "real_tokens": int(sum(lengths)),
-                           "mean_tokens": float(np.mean(lengths)), "max_tokens": int(max(lengths)),
-                           "_lengths": lengths}
+            token_ids = tokenizer.token_ids([prefix + t for t in sample], config.max_length)
+            counts = np.array([len(ids) for ids in token_ids])
+            token_counts[name] = counts
+            stats[name] = {"texts": len(sample), "unique_texts": len(set(sample)), "real_tokens": int(counts.sum()),
+                           "mean_tokens": float(counts.mean()), "max_tokens": int(counts.max())}
 
         variants: list[Variant] = []
         failed: dict[str, dict[str, Any]] = {}
@@ -488,7 +489,6 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
         results = {}
         large = config.corpus_size is not None
         for name, sample in texts.items():
-            lengths = stats[name].pop("_lengths")
             # Baselines may run on the corpus's first `baseline_texts` texts (their throughput is steady after a few
             # thousand texts, and they are the slow part of a large-corpus run); each row records its texts.
             groups = [(variants, len(sample))]
@@ -497,7 +497,8 @@ def run_encode_benchmark(config: BenchConfig) -> dict[str, Any]:
                           ([v for v in variants if v.name in BASELINES], config.baseline_texts)]
             results[name] = {}
             for group, count in groups:
-                measured = measure_all(group, sample[:count], int(sum(lengths[:count])), config.repeats, device,
+                real_tokens = int(token_counts[name][:count].sum())
+                measured = measure_all(group, sample[:count], real_tokens, config.repeats, device,
                                        warmup_texts=CORPUS_WARMUP_TEXTS if large else None, latency=not large)
                 for row in measured.values():
                     row.setdefault("texts", count)
