@@ -438,12 +438,22 @@ def _validation_message(err: RequestValidationError) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def default_served_name(source: str) -> str:
+    """The name a model is served under unless told otherwise: its checkpoint folder's name (so no response
+    shows a path; ``multilingual-e5-small`` for the default model), its hub id, or "hybridfast" without a source."""
+    if not source:
+        return "hybridfast"
+    path = os.path.expanduser(source)
+    # abspath, not resolve: "." or "ckpt/" name their folder, and a symlinked folder keeps the name it was given
+    return os.path.basename(os.path.abspath(path)) if os.path.isdir(path) else source
+
+
 def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
                index: Any = None, doc_ids: Sequence[str] | None = None, model_name: str | None = None) -> FastAPI:
     """The FastAPI app serving `encoder` (and `index` with its `doc_ids` for `/search`).
 
     `model_name` is what responses, `/health` and `/v1/models` call the model, and the only
-    `model` a request may name (default: the last part of the encoder's source, never a path).
+    `model` a request may name (default: :func:`default_served_name` of the encoder's source).
     The scheduler starts and stops with the app's lifespan, so run the app under an ASGI
     server (uvicorn, see :func:`uvicorn_config`) rather than calling routes directly.
     """
@@ -452,7 +462,7 @@ def create_app(encoder: FusedEncoder, settings: ServerSettings | None = None, *,
         raise HybridfastError("create_app: pass index and doc_ids together")
     if index is not None and index.d != encoder.dim:
         raise HybridfastError(f"the index holds {index.d}-dimensional vectors, the model makes {encoder.dim}")
-    served_name = model_name or os.path.basename(str(encoder.source).rstrip("/\\")) or "hybridfast"
+    served_name = model_name or default_served_name(encoder.source)
     metrics = ServerMetrics()
     batch_tokens = settings.batch_tokens(encoder)
     scheduler = Scheduler(functools.partial(encoder.encode_token_ids, max_batch_tokens=batch_tokens), encoder.dim,

@@ -107,7 +107,7 @@ def serve_command(
                                   quantize="int8" if int8 or quantize == "int8" else None)
         loaded = load_index(index) if index is not None else (None, None)
         app = create_app(encoder, settings, index=loaded[0], doc_ids=loaded[1],
-                         model_name=served_model_name or default_served_name(model))
+                         model_name=served_model_name)
     except HybridfastError as err:
         typer.echo(f"hybridfast serve: {err}", err=True)
         raise typer.Exit(1) from err
@@ -117,18 +117,6 @@ def serve_command(
         typer.echo(f"hybridfast serve: {model} has no hybridfast_encoder.json; using mean pooling, L2 "
                    "normalization and no prefixes", err=True)
     uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
-
-
-def default_served_name(model: str) -> str:
-    """The name a served model goes by: a local checkpoint's folder name, the default model's name, or a hub id."""
-    from hybridfast.models.resolve import DEFAULT_MODEL, DEFAULT_MODEL_NAME
-
-    if model == DEFAULT_MODEL:
-        return DEFAULT_MODEL_NAME
-    path = Path(model).expanduser()
-    if path.exists():
-        return path.resolve().name
-    return model
 
 
 def _cpu_threads_for_forward() -> int:

@@ -18,7 +18,7 @@ import pytest
 
 import hybridfast
 from hybridfast.index import build_index
-from hybridfast.serve.server import ServerSettings, create_app, serve_in_thread
+from hybridfast.serve.server import ServerSettings, create_app, default_served_name, serve_in_thread
 from hybridfast.testing import DEFAULT_TEXTS
 
 SETTINGS = ServerSettings(max_batch_tokens=256, max_wait_ms=2, max_inputs_per_request=16)
@@ -156,6 +156,18 @@ def test_no_response_names_the_checkpoint_path(url: str, tiny_model_dir: Path) -
     for response in responses:
         assert str(tiny_model_dir.parent) not in response.text, response.text
     assert responses[0].json()["model"] == tiny_model_dir.name
+
+
+def test_the_default_served_name_is_the_folder_name_or_the_hub_id(tmp_path: Path, monkeypatch: Any) -> None:
+    folder = tmp_path / "multilingual-e5-small"
+    folder.mkdir()
+    (tmp_path / "alias").symlink_to(folder)
+    assert default_served_name(f"{folder}/") == "multilingual-e5-small"
+    assert default_served_name(str(tmp_path / "alias")) == "alias"
+    monkeypatch.chdir(folder)
+    assert default_served_name(".") == "multilingual-e5-small"
+    assert default_served_name("intfloat/multilingual-e5-small") == "intfloat/multilingual-e5-small"  # a hub id
+    assert default_served_name("") == "hybridfast"
 
 
 def test_served_model_name_renames_the_model(tiny_model_dir: Path) -> None:
