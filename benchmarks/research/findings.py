@@ -4,12 +4,15 @@
 
 - **Estimates** (`arm_estimate`): a strategy's mean score over its seeds and the held-out queries, with a 95% CI
   from the same two-factor bootstrap as the tests (seeds × questions, `hybridfast.eval.significance`).
-- **Effects** come from `compare/family.json`: every primary test of every comparison, Holm-Bonferroni adjusted
-  over the whole family. An effect is "better" or "worse" only when its family-adjusted p is below α; otherwise
-  there is no verdict ("no significant difference"), which is not evidence of equality.
+- **Effects** come from the comparison files: every primary test of every comparison, Holm-Bonferroni adjusted
+  over the whole family (`hybridfast.eval.compare.family_holm`, the function that writes the compare stage's
+  `compare/family.json`, applied to the comparison files when the report is made). An effect is "better" or "worse"
+  only when its family-adjusted p is below α; otherwise there is no verdict ("no significant difference"), which is
+  not evidence of equality. Equivalence (TOST within the stated margin) is claimed only when its p, Holm-adjusted
+  over the family's equivalence tests, is below α: the same standard as a difference.
 - **Agreement with the seed paper** (`paper_agreement`): a published difference agrees only when ours is
-  significant in the same direction; a published difference of zero needs our equivalence test (TOST within the
-  stated margin) to pass.
+  significant in the same direction; a published difference of zero needs our family-adjusted equivalence test to
+  pass.
 - **Recommendations** (`recommendation`): a strategy is recommended only when the tests show it better than every
   other trained strategy on some primary endpoint and worse on none, and not worse than the zero-shot model on
   any; otherwise the report says that the tests support no choice.
@@ -111,8 +114,12 @@ def load_results(root: Path) -> Results:
             res.compares[(pair["task"], pair["a"], pair["b"])] = read_json(path)
         else:
             res.missing.append(f"significance test {pair['task']}: {pair['b']} vs {pair['a']}")
-    optional = {"family": (layout.family_file, "Holm-Bonferroni over the primary family (compare stage)"),
-                "cost": (layout.cost_file, "inference cost (timing stage)"),
+    if res.compares and len(res.compares) == len(exp["comparisons"]):
+        from hybridfast.eval.compare import family_holm
+
+        res.family = family_holm({f"{task}/{b}__vs__{a}": comparison for (task, a, b), comparison in res.compares.items()},
+                                 alpha=exp["stats_settings"]["alpha"])
+    optional = {"cost": (layout.cost_file, "inference cost (timing stage)"),
                 "speed": (layout.training_speed_file, "training speed (timing stage)"),
                 "curve_start": (layout.curve_start_file, None), "pruning": (layout.pruning_file, None)}
     for name, (path, label) in optional.items():
@@ -187,7 +194,7 @@ def paper_agreement(test: dict[str, Any] | None, paper_diff: float, metric: str)
         if eq is None:
             return "not tested: no equivalence margin for this metric"
         if eq["equivalent"]:
-            return f"agrees: equivalent within ±{eq['margin']:g} (TOST p = {eq['p']:.3g})"
+            return f"agrees: equivalent within ±{eq['margin']:g} (TOST Holm p = {eq['p_holm']:.3g})"
         return f"inconclusive: not significant, and not shown equivalent within ±{eq['margin']:g}"
     if not test["significant"]:
         return "inconclusive: not significant"

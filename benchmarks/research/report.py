@@ -205,7 +205,7 @@ class Report:
                     verdict = fd.effect_verdict(test)
                     eq = test.get("equivalence")
                     if verdict == "no significant difference" and eq and eq["equivalent"]:
-                        verdict += f"; equivalent within ±{eq['margin']:g}, TOST p {num(eq['p'], 3)} unadjusted"
+                        verdict += f"; equivalent within ±{eq['margin']:g}, TOST Holm p {num(eq['p_holm'], 3)}"
                     pairs.append(f"hybrid − {self.name(base)} {signed_ci(test, metric)}, Holm p {num(test['p_holm'], 3)}"
                                  f" ({verdict if verdict.startswith('no significant') else 'hybrid ' + verdict})")
             direction = " (lower is better)" if metric in fd.LOWER_IS_BETTER else ""
@@ -427,15 +427,19 @@ class Report:
                          signed_ci(t, t["metric"]), num(t["p"], 4), num(t["p_holm"], 4),
                          f"**{fd.effect_verdict(t)}**" if t["significant"] else fd.effect_verdict(t),
                          *[num(t["sensitivity"].get(u, {}).get("p"), 3) for u in sens],
-                         f"{num(eq['p'], 3)} (±{eq['margin']:g})" if eq else "–"])
+                         f"{num(eq['p'], 4)} (±{eq['margin']:g})" if eq else "–",
+                         (f"**{num(eq['p_holm'], 4)}**" if eq["equivalent"] else num(eq["p_holm"], 4)) if eq else "–"])
         lines = ["## Primary tests (one family)", "",
                  f"{family['family_size']} tests, Holm-Bonferroni over all of them. B − A with its 95% CI (resampling "
                  f"seeds and {self.exp['stats_settings']['unit']}s), unadjusted and family-adjusted p; the verdict uses "
                  "the adjusted p; *better* / *worse* is B's direction. "
                  + (f"Sensitivity: p with {', '.join(sens)}s as the resampling unit where there are at least "
-                    "5 of them (–: fewer, or not a clustered task). " if sens else "") + "TOST: equivalence p within the margin.", "",
+                    "5 of them (–: fewer, or not a clustered task). " if sens else "")
+                 + "TOST: equivalence within the margin, unadjusted and Holm-adjusted over the family's "
+                 f"{sum(1 for t in family['tests'] if t.get('equivalence'))} equivalence tests; equivalence is claimed "
+                 "only where the adjusted p is below α (bold).", "",
                  table(["task", "B − A", "endpoint", "B − A [95% CI]", "p", "p (Holm, family)", "verdict",
-                        *[f"p ({u})" for u in sens], "TOST p"], rows), ""]
+                        *[f"p ({u})" for u in sens], "TOST p", "TOST p (Holm, family)"], rows), ""]
         explore = fd.exploratory_rows(self.res)
         if explore:
             rows = [[task, f"{self.name(b)} − {self.name(a)}", f"{r['setting']} {r['metric']}", signed_ci(r, r["metric"]),

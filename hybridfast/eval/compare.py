@@ -13,7 +13,9 @@ Endpoints. `primary` names the (setting/metric) endpoints declared before lookin
 verdict, after Holm-Bonferroni over all primary tests of the comparison (`family_holm` widens the family to
 several comparisons). Every other row is *exploratory*: its estimate, CI and unadjusted p-value are shown, no
 verdict. Without `primary` every row is primary (one family, the conservative default). `margins` ({metric:
-m}) adds an equivalence test (TOST, |Δ| < m) per row, which is what a claim of "no effect" needs.
+m}) adds an equivalence test (TOST, |Δ| < m) per row, which is what a claim of "no effect" needs; a claim of
+equivalence is held to the same family-wise standard as a claim of difference, so the TOST p-values of the primary
+rows are Holm-adjusted over the same family (separately from the difference tests) and only they get a verdict.
 
 Means are over the shared queries (micro), so they can differ slightly from the files' macro-averaged headline
 numbers.
@@ -98,17 +100,19 @@ def compare_results(
     for row in rows:
         row["role"] = "primary" if declared is None or f"{row['setting']}/{row['metric']}" in declared else "exploratory"
     primary_rows = [row for row in rows if row["role"] == "primary"]
-    for row, adjusted in zip(primary_rows, holm_bonferroni([row["p"] for row in primary_rows]), strict=True):
-        _verdict(row, float(adjusted), alpha)
+    _holm_verdicts(primary_rows, alpha)
     for row in rows:
         if row["role"] == "exploratory":
             row.update(p_holm=None, significant=None, better="")
+            if "equivalence" in row:
+                row["equivalence"].update(p_holm=None, equivalent=None)
     if fallback:
         notes.append(f"no {unit!r} cluster labels in setting(s) {', '.join(sorted(set(fallback)))}: queries were "
                      "resampled as independent units there")
     notes.append(
-        f"{len(primary_rows)} primary test(s) form one family: their p-values are Holm-Bonferroni adjusted "
-        f"(family-wise error rate {alpha}); {len(rows) - len(primary_rows)} exploratory row(s) get no verdict. "
+        f"{len(primary_rows)} primary test(s) form one family: their p-values (and TOST p-values, separately) are "
+        f"Holm-Bonferroni adjusted (family-wise error rate {alpha}); {len(rows) - len(primary_rows)} exploratory "
+        "row(s) get no verdict. "
         f"Two-factor bootstrap ({n_resamples} resamples, seed {seed}): {len(runs_a)} seed(s) of A and "
         f"{len(runs_b)} of B resampled independently, {unit}s resampled together for both."
     )
@@ -197,9 +201,19 @@ def _test_row(setting: str, metric: str, ids: list[str], scores_a: np.ndarray, s
     if margin is not None:
         low, high = test.interval(1.0 - 2.0 * alpha)
         p_tost = test.equivalence_p(margin)
-        row["equivalence"] = {"margin": margin, "ci_low": low, "ci_high": high, "p": p_tost,
-                              "equivalent": bool(p_tost < alpha)}
+        row["equivalence"] = {"margin": margin, "ci_low": low, "ci_high": high, "p": p_tost}
     return row
+
+
+def _holm_verdicts(rows: Sequence[dict[str, Any]], alpha: float) -> None:
+    """Holm-Bonferroni over one family of rows: the difference tests' p-values give each row its p_holm and
+    verdict; the TOST p-values of the rows with a margin, adjusted as a family of their own, give each of those its
+    equivalence p_holm and verdict (a new dict: the caller's rows may share theirs with a comparison)."""
+    for row, adjusted in zip(rows, holm_bonferroni([row["p"] for row in rows]), strict=True):
+        _verdict(row, float(adjusted), alpha)
+    tested = [row for row in rows if row.get("equivalence")]
+    for row, adjusted in zip(tested, holm_bonferroni([row["equivalence"]["p"] for row in tested]), strict=True):
+        row["equivalence"] = {**row["equivalence"], "p_holm": float(adjusted), "equivalent": bool(adjusted < alpha)}
 
 
 def _verdict(row: dict[str, Any], p_holm: float, alpha: float) -> None:
@@ -211,7 +225,8 @@ def _verdict(row: dict[str, Any], p_holm: float, alpha: float) -> None:
 
 def family_holm(comparisons: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
     """Holm-Bonferroni over the primary rows of several comparisons (`{name: compare_results(...)}`): one
-    family, one family-wise error rate. Returns every primary test with its family-adjusted p and verdict."""
+    family, one family-wise error rate. Returns every primary test with its family-adjusted p and verdict, and its
+    equivalence test (where it has a margin) with the TOST p adjusted over the family's TOSTs and that verdict."""
     tests = []
     for name, comparison in comparisons.items():
         for row in comparison["rows"]:
@@ -222,10 +237,10 @@ def family_holm(comparisons: Mapping[str, Mapping[str, Any]], alpha: float = 0.0
                           "diff": row["diff"], "ci_low": row["ci_low"], "ci_high": row["ci_high"], "p": row["p"],
                           "unit": row["unit"], "clusters": row["clusters"], "sensitivity": row["sensitivity"],
                           "equivalence": row.get("equivalence")})
-    for test, adjusted in zip(tests, holm_bonferroni([t["p"] for t in tests]), strict=True):
-        _verdict(test, float(adjusted), alpha)
+    _holm_verdicts(tests, alpha)
     return {"alpha": alpha, "family_size": len(tests), "tests": tests,
-            "note": f"Holm-Bonferroni over all {len(tests)} primary tests of {len(comparisons)} comparisons"}
+            "note": f"Holm-Bonferroni over all {len(tests)} primary tests of {len(comparisons)} comparisons (and, "
+                    "separately, over their equivalence tests)"}
 
 
 def comparison_markdown(comparison: Mapping[str, Any]) -> str:
@@ -243,7 +258,8 @@ def comparison_markdown(comparison: Mapping[str, Any]) -> str:
                  *[r["sensitivity"].get(u, {}).get("p") for u in units[1:]]]
         if comparison["margins"]:
             eq = r.get("equivalence")
-            cells.append(f"{format_value(eq['p'])} (±{eq['margin']:g})" if eq else "–")
+            holm = f", Holm {format_value(eq['p_holm'])}" if eq and eq["p_holm"] is not None else ""
+            cells.append(f"{format_value(eq['p'])} (±{eq['margin']:g}{holm})" if eq else "–")
         table_rows.append(cells)
     lines = [markdown_table(header, table_rows), ""]
     significant = [r for r in comparison["rows"] if r["significant"]]

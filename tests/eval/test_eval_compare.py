@@ -95,6 +95,9 @@ def test_primary_endpoints_get_verdicts_and_the_rest_is_exploratory():
     assert min(r["p_holm"] for r in comparison["rows"] if r["role"] == "primary") == pytest.approx(2 * primary_p[0])
     assert rows[("mono", "map")]["equivalence"]["margin"] == 0.01
     assert not rows[("mono", "map")]["equivalence"]["equivalent"]
+    # The one primary TOST is a family of one: its adjusted p is its own; the exploratory multi/map TOST gets no verdict.
+    assert rows[("mono", "map")]["equivalence"]["p_holm"] == rows[("mono", "map")]["equivalence"]["p"]
+    assert rows[("multi", "map")]["equivalence"]["p_holm"] is None and rows[("multi", "map")]["equivalence"]["equivalent"] is None
     assert "equivalence" not in rows[("multi", "rank_distance")]
     text = comparison_markdown(comparison)
     assert "exploratory" in text and "significant: mono map: B is better" in text and "TOST" in text
@@ -114,6 +117,33 @@ def test_family_holm_spans_comparisons():
     adjusted = {(t["comparison"], t["metric"]): t["p_holm"] for t in family["tests"]}
     assert adjusted == pytest.approx({("one", "m0"): 0.04, ("one", "m1"): 0.09, ("two", "m0"): 0.09, ("two", "m1"): 0.5})
     assert [t["significant"] for t in family["tests"]] == [True, False, False, False]
+
+
+def test_family_holm_adjusts_equivalence_claims_over_the_family():
+    # Four primary tests, three with a margin: their TOST p-values form a Holm family of their own, apart from the
+    # difference tests' p-values (all 0.5 here).
+    def comparison(name, tost_ps):
+        rows = [{"setting": "multi", "metric": f"m{i}", "role": "primary", "p": 0.5, "diff": 0.0, "ci_low": -0.01,
+                 "ci_high": 0.01, "unit": "question", "clusters": 40, "sensitivity": {},
+                 **({"equivalence": {"margin": 0.01, "p": p, "equivalent": True}} if p is not None else {})}
+                for i, p in enumerate(tost_ps)]
+        return {"a": {"model": "a", "task": "lareqa"}, "b": {"model": name, "task": "lareqa"}, "rows": rows}
+
+    one, two = comparison("b1", [0.01, None]), comparison("b2", [0.02, 0.04])
+    family = family_holm({"one": one, "two": two})
+    adjusted = {(t["comparison"], t["metric"]): t["equivalence"] for t in family["tests"] if t["equivalence"]}
+    # Sorted 0.01, 0.02, 0.04 -> x3, x2, x1 = 0.03, 0.04, 0.04 (monotone).
+    assert {k: eq["p_holm"] for k, eq in adjusted.items()} == pytest.approx(
+        {("one", "m0"): 0.03, ("two", "m0"): 0.04, ("two", "m1"): 0.04})
+    assert all(eq["equivalent"] for eq in adjusted.values())
+    assert family_holm({"one": one, "two": two}, alpha=0.035)["tests"][0]["equivalence"]["equivalent"]
+    assert not family_holm({"one": one, "two": two}, alpha=0.035)["tests"][2]["equivalence"]["equivalent"]
+    # A larger family: the same TOST p-values no longer show equivalence (smallest: 0.01 x 6 = 0.06).
+    wide = family_holm({"one": one, "two": two, "three": comparison("b3", [0.2, 0.3, 0.4])})
+    assert not any(t["equivalence"]["equivalent"] for t in wide["tests"] if t["equivalence"])
+    assert min(t["equivalence"]["p_holm"] for t in wide["tests"] if t["equivalence"]) == pytest.approx(0.06)
+    # The comparisons handed in keep their own (per-comparison) equivalence verdicts.
+    assert "p_holm" not in one["rows"][0]["equivalence"]
 
 
 def test_pairs_only_queries_scored_in_every_file():

@@ -69,13 +69,41 @@ def test_paper_agreement_needs_significance_and_equivalence():
     # Rank distance: lower is better, so a significant negative difference agrees with a negative published one.
     assert fd.paper_agreement(_test("x-y", "hybrid", "multi", "rank_distance", -5.0, True), -8.8, "rank_distance").startswith("agrees")
     # A published non-effect: only a passing equivalence test agrees.
-    equivalent = _test("x-y", "hybrid", "multi", "map", 0.001, False, equivalence={"margin": 0.01, "p": 0.01, "equivalent": True})
-    not_shown = _test("x-y", "hybrid", "multi", "map", 0.001, False, equivalence={"margin": 0.01, "p": 0.3, "equivalent": False})
-    different = _test("x-y", "hybrid", "multi", "map", -0.03, True, equivalence={"margin": 0.01, "p": 0.9, "equivalent": False})
-    assert fd.paper_agreement(equivalent, 0.0, "map").startswith("agrees: equivalent within ±0.01")
+    equivalent = _test("x-y", "hybrid", "multi", "map", 0.001, False,
+                       equivalence={"margin": 0.01, "p": 0.001, "p_holm": 0.02, "equivalent": True})
+    not_shown = _test("x-y", "hybrid", "multi", "map", 0.001, False,
+                      equivalence={"margin": 0.01, "p": 0.01, "p_holm": 0.3, "equivalent": False})
+    different = _test("x-y", "hybrid", "multi", "map", -0.03, True,
+                      equivalence={"margin": 0.01, "p": 0.9, "p_holm": 1.0, "equivalent": False})
+    assert fd.paper_agreement(equivalent, 0.0, "map") == "agrees: equivalent within ±0.01 (TOST Holm p = 0.02)"
     assert fd.paper_agreement(not_shown, 0.0, "map").startswith("inconclusive")
     assert fd.paper_agreement(different, 0.0, "map").startswith("disagrees")
     assert fd.paper_agreement(None, 0.0, "map") == "not tested"
+
+
+def test_family_is_holm_adjusted_over_every_comparison_file(tmp_path):
+    # Five comparisons, one primary row each, each with TOST p = 0.02: unadjusted every one would show equivalence;
+    # Holm over the family's five TOSTs (0.02 x 5 ... x 1, monotone: all 0.1) shows none.
+    pairs = [("x-x-mono", "hybrid"), ("x-y", "hybrid"), ("zero-shot", "x-x-mono"), ("zero-shot", "x-y"),
+             ("zero-shot", "hybrid")]
+    res = _results(tmp_path, [])
+    res.experiment["comparisons"] = [{"task": "lareqa", "a": a, "b": b} for a, b in pairs]
+    res.experiment["stats_settings"]["alpha"] = 0.05
+    layout.write_json(res.layout.experiment_file, res.experiment)
+    for a, b in pairs:
+        row = {"setting": "mono", "metric": "map", "role": "primary", "p": 0.004, "diff": 0.001, "ci_low": -0.01,
+               "ci_high": 0.01, "unit": "question", "clusters": 40, "sensitivity": {},
+               "equivalence": {"margin": 0.01, "p": 0.02, "p_holm": 0.02, "equivalent": True}}
+        layout.write_json(res.layout.compare_file("lareqa", a, b), {"a": {"model": a, "task": "lareqa"},
+                                                                    "b": {"model": b, "task": "lareqa"}, "rows": [row]})
+    loaded = fd.load_results(tmp_path)
+    assert loaded.family["family_size"] == 5
+    assert [t["p_holm"] for t in loaded.family["tests"]] == pytest.approx([0.02] * 5)
+    assert all(t["significant"] for t in loaded.family["tests"])
+    assert [t["equivalence"]["p_holm"] for t in loaded.family["tests"]] == pytest.approx([0.1] * 5)
+    assert not any(t["equivalence"]["equivalent"] for t in loaded.family["tests"])
+    hybrid_vs_xy = fd.family_test(loaded, "lareqa", "x-y", "hybrid", "mono", "map")
+    assert fd.paper_agreement(hybrid_vs_xy, 0.0, "map").startswith("disagrees")
 
 
 def test_effect_verdict_follows_metric_direction():
