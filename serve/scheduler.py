@@ -13,9 +13,9 @@ returns the rows to their jobs, and enforces deadlines and cancellation.
 **Why the bound counts tokens.** Encoder time grows with tokens, not with requests: one request of 256 passages
 at 512 tokens is 131,072 tokens, at least 50 s on a 2-core CPU (`bench encode` on the idle 2-core EPYC,
 2026-11-26: e5-small embedded 256-token SciFact passages at 2,568 tokens/s, and longer inputs cost more per
-token), while 256 one-word queries (about 6 tokens each with the prefix) are 85 times fewer tokens. A bound in requests
-would admit both alike. A bound in tokens caps the work the server has promised, so an
-admitted request waits at most about ``max_queue_tokens / throughput``, and clients past it are told to come
+token), while 256 one-word queries (about 6 tokens each with the prefix) are 85 times fewer tokens. A bound
+in requests would admit both alike. A bound in tokens caps the work the server has promised, so an admitted
+request waits at most about ``max_queue_tokens / throughput``, and clients past it are told to come
 back (429) instead of being queued without limit. The server's default, 64 batches, is 131,072 tokens on CPU
 (2,048-token batches): exactly one request at the default input limits (256 × 512 tokens).
 
