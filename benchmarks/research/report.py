@@ -24,6 +24,8 @@ import figures  # noqa: E402
 import findings as fd  # noqa: E402
 from layout import ZERO_SHOT, strategy_name  # noqa: E402
 
+from hybridfast.eval.compare import MIN_SENSITIVITY_CLUSTERS  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # multilingual-e5-small's published SciFact nDCG@10 (model card / MTEB), full corpus, 512 tokens.
 E5_SMALL_SCIFACT_NDCG10 = 0.677
@@ -336,7 +338,8 @@ class Report:
                   "[95% CI, seeds × questions bootstrap]; these intervals hold the spread between questions, which "
                   "the paired tests below remove, so overlapping intervals do not mean equal strategies. Rank "
                   "distance: lower is better (less language bias). "
-                  "Multi Hit@1: any of the question's 11 answers ranked first (R@1 would be capped at 1/11 there); "
+                  f"Multi Hit@1: any of the question's {len(example['settings']['langs'])} answers ranked first (R@1 "
+                  f"would be capped at 1/{len(example['settings']['langs'])} there); "
                   "mono and cross R@1 have one answer per pool.", ""]
         rows = [[self.name(model), *[with_ci(self.estimate(model, "lareqa", s, m), m) for s, m in LAREQA_COLUMNS]]
                 for model in self.models]
@@ -434,7 +437,7 @@ class Report:
                  f"seeds and {self.exp['stats_settings']['unit']}s), unadjusted and family-adjusted p; the verdict uses "
                  "the adjusted p; *better* / *worse* is B's direction. "
                  + (f"Sensitivity: p with {', '.join(sens)}s as the resampling unit where there are at least "
-                    "5 of them (–: fewer, or not a clustered task). " if sens else "")
+                    f"{MIN_SENSITIVITY_CLUSTERS} of them (–: fewer, or not a clustered task). " if sens else "")
                  + "TOST: equivalence within the margin, unadjusted and Holm-adjusted over the family's "
                  f"{sum(1 for t in family['tests'] if t.get('equivalence'))} equivalence tests; equivalence is claimed "
                  "only where the adjusted p is below α (bold).", "",
@@ -551,9 +554,11 @@ class Report:
         bullets.append(f"{n_seeds} seeds per strategy: the bootstrap's seed component is shrunk by (S − 1)/S = "
                        f"{(n_seeds - 1) / n_seeds:.2f}, and with few seeds the seed variance itself is poorly known.")
         if ev["lareqa"].get("articles"):
-            bullets.append(f"XQuAD-R: {ev['lareqa']['articles']} held-out articles, too few for the article-level "
-                           "sensitivity test (it needs 5, `hybridfast.eval.compare.MIN_SENSITIVITY_CLUSTERS`); rank "
-                           "distances are on a pool of this size, not the paper's.")
+            few = ev["lareqa"]["articles"] < MIN_SENSITIVITY_CLUSTERS
+            bullets.append(f"XQuAD-R: {ev['lareqa']['articles']} held-out articles"
+                           + (f", too few for the article-level sensitivity test (it needs {MIN_SENSITIVITY_CLUSTERS}, "
+                              "`hybridfast.eval.compare.MIN_SENSITIVITY_CLUSTERS`)" if few else "")
+                           + "; rank distances are on a pool of this size, not the paper's.")
         rising = {s: c for s, c in fd.curve_summary(self.res).items() if c["flat"] is False}
         if rising:
             bullets.append("The learning curves of " + ", ".join(f"{self.name(s)} ({c['last_change']:+.4f} multi mAP "
