@@ -41,6 +41,8 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+from hybridfast.benchmarking import write_result_files
+
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MIN_SAMPLES = {50: 10, 90: 20, 99: 100}
 WARMUP_REQUESTS = 8
@@ -288,17 +290,14 @@ def main() -> None:
     if args.requests < 1 or args.max_seconds <= 0 or args.inputs < 1 or min(args.concurrency) < 1:
         raise SystemExit("--requests, --max-seconds, --inputs and --concurrency must be positive")
     args.headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"loadtest_{args.tag}"
     if args.url:
         result = run(args, check_loopback(args.url))
     else:
         with tempfile.TemporaryDirectory() as scratch, \
                 started_server(args.model, args.serve_arg, Path(scratch) / "serve.log") as url:
             result = run(args, url)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, stem.with_suffix(".png"))
-    print(f"wrote {stem}.json and {stem}.png")
+    files = write_result_files(result, args.out_dir, f"loadtest_{args.tag}", plot)
+    print(f"wrote {files['json']} and {files['png']}")
 
 
 if __name__ == "__main__":
