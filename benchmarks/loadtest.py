@@ -274,18 +274,22 @@ def main() -> None:
     where.add_argument("--model", help="start `hybridfast serve --model MODEL` for the run (e.g. default)")
     parser.add_argument("--serve-arg", action="append", default=[],
                         help="extra argument for the started server, repeatable (e.g. --serve-arg=--int8)")
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 32])
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 32],
+                        help="comma-separated numbers of concurrent clients, one level each (default 1,4,16,32)")
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level, at most")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="stop issuing requests after this, per level")
     parser.add_argument("--inputs", type=int, default=1, help="texts per request")
-    parser.add_argument("--input-type", default="query", choices=["query", "passage", "raw"])
+    parser.add_argument("--input-type", default="query", choices=["query", "passage", "raw"],
+                        help="which checkpoint prefix the server adds (default query)")
     parser.add_argument("--texts", default="xquadr",
                         help="a text file (lines or JSONL with 'text'), or a dataset: xquadr (sentences), scifact")
-    parser.add_argument("--text-count", type=int, default=2000)
+    parser.add_argument("--text-count", type=int, default=2000, help="how many texts to load; requests cycle through them")
     parser.add_argument("--timeout", type=float, default=120.0, help="client timeout per request (s)")
-    parser.add_argument("--api-key", default=os.environ.get("HYBRIDFAST_API_KEY"))
-    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--tag", default="cpu")
+    parser.add_argument("--api-key", default=os.environ.get("HYBRIDFAST_API_KEY"),
+                        help="the server's --api-key (default: $HYBRIDFAST_API_KEY)")
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"),
+                        help="where loadtest_<tag>.json and .png go")
+    parser.add_argument("--tag", default="cpu", help="names the result files (default cpu)")
     args = parser.parse_args()
     if args.requests < 1 or args.max_seconds <= 0 or args.inputs < 1 or min(args.concurrency) < 1:
         raise SystemExit("--requests, --max-seconds, --inputs and --concurrency must be positive")
