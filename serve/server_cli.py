@@ -37,8 +37,9 @@ def serve_command(
     ),
     request_timeout: float = typer.Option(
         120.0, "--request-timeout",
-        help="Seconds a request may take from arrival to its answer, queueing included; later ones get 504 and "
-             "their remaining work is dropped. 0: no limit.",
+        help="Seconds a request may take from its body's arrival to its answer (tokenizing, queueing and "
+             "embedding; --read-timeout bounds the reading); later ones get 504 and their remaining work is "
+             "dropped. 0: no limit.",
     ),
     read_timeout: float = typer.Option(
         30.0, "--read-timeout",
