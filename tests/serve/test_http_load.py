@@ -158,7 +158,7 @@ def test_search_through_the_cli_loaded_index(served: str) -> None:
     (["--dtype", "float8"], "unknown dtype"),
     (["--quantize", "int4"], "quantize must be None or 'int8'"),
     (["--quantize", "int8", "--max-batch-tokens", "0"], "--quantize int8 is deprecated; use --int8"),
-    (["--request-timeout", "-1"], "-1"),
+    (["--request-timeout", "-1"], "request_timeout_s must be a positive number of seconds, not -1.0"),
 ])
 def test_serve_command_reports_bad_options_in_one_line(tiny_model_dir: Path, extra: list[str],
                                                        needle: str) -> None:
