@@ -5,8 +5,8 @@ On a GPU the encoder outruns a single tokenizer thread: multilingual-e5-small in
 fast tokenizer from several threads is unsafe (each call reconfigures truncation on the shared Rust object), and
 the Rust tokenizer's own thread pool is off under ``TOKENIZERS_PARALLELISM=false`` and after a fork. So this keeps
 one private copy of the Rust tokenizer per truncation length, configured once, and splits a list of texts over a
-pool of Python threads: ``encode_batch`` releases the GIL, so the slices run in parallel. The ids equal the
-transformers call with ``truncation=True, max_length=...``.
+pool of Python threads: ``encode_batch`` and ``encode_batch_fast`` release the GIL, so the slices run in
+parallel. The ids equal the transformers call with ``truncation=True, max_length=...``.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class ParallelTokenizer:
             return self.tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
                                   return_token_type_ids=False)["input_ids"]
         backend = self._truncating(max_length)
-        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets nobody reads here: the same ids for
-        # ~10 % less CPU time (e5's tokenizer on SciFact passages, process CPU time, 2-core Zen 4).
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets nobody reads here; the ids are the same.
+        # No CPU saving could be resolved: side by side on the shared 2-core EPYC (e5's tokenizer, SciFact passages,
+        # medians of process CPU time) it ranged from 2 % less to 17 % more with the machine's load.
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
         slices = max(1, min(self.threads, len(texts) // MIN_SLICE))
         if slices == 1:
