@@ -17,6 +17,8 @@
   other trained strategy on some primary endpoint and worse on none, and not worse than the zero-shot model on
   any; otherwise the report says that the tests support no choice.
 - **Cost** (`cost_verdict`): "equivalent" only when every paired TOST between models passes at the stated margin.
+  Cost and training-speed tests are recomputed from the samples in the result files (`cost_tests`, `speed_tests`),
+  with the independent unit of each: the interleaved repeat, the round.
 """
 
 from __future__ import annotations
@@ -255,6 +257,14 @@ def cost_tests(cost: dict[str, Any], margin: float) -> list[dict[str, Any]]:
     from inference_cost import equivalence_tests
 
     return equivalence_tests(cost["samples"], margin)
+
+
+def speed_tests(speed: dict[str, Any], margin: float) -> list[dict[str, Any]]:
+    """Every pairwise TOST of training tokens/s, recomputed from the per-step samples with the round as the unit
+    (`timing.equivalence_tests`)."""
+    from timing import equivalence_tests
+
+    return equivalence_tests(speed["samples"], margin)
 
 
 def cost_verdict(cost: dict[str, Any] | None, path: str = "lean", margin: float | None = None) -> dict[str, Any] | None:

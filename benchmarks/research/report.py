@@ -505,18 +505,26 @@ class Report:
         rows = [[r[0], num(r[1], 2), num(r[2], 1), r[3]] for r in rows]
         loads = [x for r in speed["rounds"] for x in (r["load_avg_start"], r["load_avg_end"]) if x is not None]
         load_text = f"; load average during the rounds {min(loads):.2f}–{max(loads):.2f}" if loads else ""
+        margin = self.exp["stats_settings"]["cost_margin"]
+        tests = fd.speed_tests(speed, margin)
         eq_rows = [[f"{self.name(t['b'])} ÷ {self.name(t['a'])}", num(t["ratio_b_over_a"], 3),
                     f"[{t['ratio_ci90'][0]:.3f}, {t['ratio_ci90'][1]:.3f}]", num(t["p_tost"], 3),
-                    "**yes**" if t["equivalent"] else "not shown"] for t in speed["equivalence"]]
-        return ["## Training speed (timing stage)", "",
-                f"Each strategy trained {speed['settings']['warmup_steps']} + {speed['settings']['steps']} steps per "
-                f"round, {speed['settings']['rounds']} rounds in alternating order, one strategy at a time, on "
-                f"{speed['device']} with {speed['torch_threads']} torch threads{load_text}. Medians over the "
-                "measured steps.", "",
-                table(["strategy", "step time (s)", "tokens/s", "steps"], rows), "",
-                f"Equivalence of tokens/s (Welch TOST on log tokens/s per step, ±{100 * speed['equivalence'][0]['margin']:g} %):"
-                if speed["equivalence"] else "", "",
-                table(["ratio", "tokens/s ratio", "90% CI", "TOST p", "equivalent"], eq_rows), ""]
+                    "**yes**" if t["equivalent"] else "not shown"] for t in tests]
+        lines = ["## Training speed (timing stage)", "",
+                 f"Each strategy trained {speed['settings']['warmup_steps']} + {speed['settings']['steps']} steps per "
+                 f"round, {speed['settings']['rounds']} rounds in alternating order, one strategy at a time, on "
+                 f"{speed['device']} with {speed['torch_threads']} torch threads{load_text}. Medians over the "
+                 "measured steps.", "",
+                 table(["strategy", "step time (s)", "tokens/s", "steps"], rows), ""]
+        if not tests:
+            return lines + ["No equivalence test of tokens/s: it needs at least two rounds (the round, not the step, "
+                            "is the independent unit).", ""]
+        return lines + [
+            f"Equivalence of tokens/s within ±{100 * margin:g} %, with the round as the unit (the steps of one round "
+            "share the machine's state of that minute; the strategies of one round ran back to back): per round, "
+            f"the mean log tokens/s of each strategy's steps; paired TOST over the {tests[0]['rounds']} rounds "
+            f"({tests[0]['rounds'] - 1} degree(s) of freedom, so only large differences could show):", "",
+            table(["ratio", "tokens/s ratio", "90% CI", "TOST p", "equivalent"], eq_rows), ""]
 
     # -- seed paper --------------------------------------------------------------------------------------
     def seed_paper(self) -> list[str]:

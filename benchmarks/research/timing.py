@@ -9,8 +9,13 @@ and its real (non-padding) tokens per second. The first `warmup_steps` steps of 
 pools, allocator). The load average is recorded before and after every round of every strategy.
 
 The strategies differ only in which language pairs a batch holds, so per-step time differs only through the
-token counts of those languages; tokens/s is the comparable rate. Equivalence between strategies is tested on
-log(tokens/s) per step (Welch two one-sided t-tests, `hybridfast.eval.significance.tost_welch`).
+token counts of those languages; tokens/s is the comparable rate. Equivalence between strategies is tested with the
+*round* as the unit (`equivalence_tests`): the steps of one run share the machine's state of that minute, so they
+are not independent samples (on the 2-core CPU one strategy's rounds differed by 20 % while its steps within a
+round spread by a few %), whereas the strategies of one round ran back to back. Per round, each strategy's level is
+the mean log(tokens/s) of its measured steps; two strategies' per-round differences are paired and tested with two
+one-sided t-tests (`hybridfast.eval.significance.tost_paired`, rounds − 1 degrees of freedom), which needs at least
+two rounds and, with few, can show only what is large.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +59,6 @@ def measure_training_speed(
     import numpy as np
     import torch
 
-    from hybridfast.eval.significance import tost_welch
     from hybridfast.train.loop import train
 
     names = list(configs)
@@ -90,17 +94,32 @@ def measure_training_speed(
         summary[name] = {key: {"median": float(np.median([r[key] for r in rows])),
                                "mean": float(np.mean([r[key] for r in rows])), "n": len(rows)}
                          for key in ("step_s", "tokens_per_s", "examples_per_s")}
-    equivalence = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            log_a = np.log([s["tokens_per_s"] for s in samples if s["strategy"] == a])
-            log_b = np.log([s["tokens_per_s"] for s in samples if s["strategy"] == b])
-            if min(len(log_a), len(log_b)) < 2:
-                continue  # a t-test needs two measured steps per strategy
-            test = tost_welch(log_a, log_b, margin=float(np.log1p(margin)))
-            equivalence.append({"a": a, "b": b, "metric": "tokens_per_s", "ratio_b_over_a": float(np.exp(test.diff)),
-                                "ratio_ci90": [float(np.exp(test.ci_low)), float(np.exp(test.ci_high))],
-                                "margin": margin, "p_tost": test.p, "equivalent": bool(test.equivalent)})
     return {"settings": dataclasses.asdict(settings), "torch_threads": torch.get_num_threads(),
             "device": "cuda" if torch.cuda.is_available() else "cpu", "samples": samples, "rounds": rounds,
-            "summary": summary, "equivalence": equivalence}
+            "summary": summary, "equivalence": equivalence_tests(samples, margin)}
+
+
+def equivalence_tests(samples: Sequence[Mapping[str, Any]], margin: float) -> list[dict[str, Any]]:
+    """TOST of tokens/s within ±`margin` (relative) for every pair of strategies, paired by round (module
+    docstring); pairs measured in fewer than two common rounds are left out."""
+    import numpy as np
+
+    from hybridfast.eval.significance import tost_paired
+
+    levels: dict[tuple[str, int], list[float]] = {}
+    for sample in samples:
+        levels.setdefault((sample["strategy"], sample["round"]), []).append(float(np.log(sample["tokens_per_s"])))
+    names = list(dict.fromkeys(sample["strategy"] for sample in samples))
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            rounds = sorted({r for (name, r) in levels if name == a} & {r for (name, r) in levels if name == b})
+            if len(rounds) < 2:
+                continue
+            differences = [np.mean(levels[(b, r)]) - np.mean(levels[(a, r)]) for r in rounds]
+            test = tost_paired(differences, float(np.log1p(margin)))
+            out.append({"a": a, "b": b, "metric": "tokens_per_s", "rounds": len(rounds),
+                        "ratio_b_over_a": float(np.exp(test.diff)),
+                        "ratio_ci90": [float(np.exp(test.ci_low)), float(np.exp(test.ci_high))],
+                        "margin": margin, "p_tost": test.p, "equivalent": bool(test.equivalent)})
+    return out

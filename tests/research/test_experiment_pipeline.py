@@ -80,7 +80,7 @@ query_max_length = 16
 [timing]
 steps = 2
 warmup_steps = 1
-rounds = 1
+rounds = 2
 """
     path = tmp_path / "tiny.toml"
     path.write_text(text)
@@ -118,7 +118,9 @@ def test_driver_runs_end_to_end_resumes_and_reports(tmp_path: Path, tiny_model_d
     assert cost["equivalence"] and all(s["load_avg"] is not None for s in cost["samples"])
     speed = json.loads((results / "training_speed.json").read_text())
     assert set(speed["summary"]) == {"x-x-mono", "x-y", "hybrid"} and speed["rounds"][0]["load_avg_start"] is not None
-    assert all(v["tokens_per_s"]["n"] == 2 for v in speed["summary"].values()) and len(speed["equivalence"]) == 3
+    # 2 measured steps x 2 rounds per strategy; one round-paired test per pair of strategies.
+    assert all(v["tokens_per_s"]["n"] == 2 * 2 for v in speed["summary"].values()) and len(speed["equivalence"]) == 3
+    assert all(t["rounds"] == 2 for t in speed["equivalence"])
 
     first = (results / "steps.jsonl").read_text().splitlines()
     assert experiment.main(args) == 0  # every step's output exists: the second run only skips

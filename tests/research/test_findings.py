@@ -27,6 +27,7 @@ def _module(name: str) -> ModuleType:
 fd = _module("findings")
 layout = _module("layout")
 cost_module = _module("inference_cost")
+timing = _module("timing")
 
 ENDPOINTS = ["lareqa/multi/map", "lareqa/mono/map", "beir/test/ndcg@10"]
 
@@ -216,3 +217,28 @@ def test_cost_equivalence_is_a_paired_tost_on_log_ratios():
     assert low95 < low90 < high90 < high95
     assert not tests[("z", "y", "passages_per_s")]["equivalent"]
     assert not tests[("z", "y", "latency_mean_ms")]["equivalent"]
+
+
+def _speed_samples(levels: dict[str, list[float]], step_noise: float, steps: int = 8, seed: int = 3) -> list[dict]:
+    """Per-step tokens/s of each strategy in each round: the round's level times a small per-step noise."""
+    rng = np.random.default_rng(seed)
+    return [{"strategy": name, "round": r, "step": step, "tokens_per_s": 600 * level * np.exp(rng.normal(0, step_noise))}
+            for name, per_round in levels.items() for r, level in enumerate(per_round) for step in range(steps)]
+
+
+def test_training_speed_tests_take_the_round_as_the_unit():
+    # The machine drifts by ±15 % between rounds, shared by the strategies of one round: paired by round, a 0.5 %
+    # difference is shown equivalent within ±3 %.
+    drift = [1.0, 0.85, 1.15, 0.95]
+    shared = timing.equivalence_tests(_speed_samples({"a": drift, "b": [1.005 * d for d in drift]}, 0.01), 0.03)
+    (test,) = shared
+    assert test["rounds"] == 4 and test["equivalent"] and test["ratio_b_over_a"] == pytest.approx(1.005, abs=0.01)
+    # Round levels that the strategies do not share (each met the machine in a different state): 8 steps per round
+    # do not make two rounds more than two observations, and the interval says so.
+    apart = timing.equivalence_tests(_speed_samples({"a": [1.0, 0.8], "b": [0.82, 1.0]}, 0.01), 0.03)
+    (test,) = apart
+    assert test["rounds"] == 2 and not test["equivalent"]
+    assert test["ratio_ci90"][1] / test["ratio_ci90"][0] > 2.0
+    # One round: no test at all.
+    assert timing.equivalence_tests(_speed_samples({"a": [1.0], "b": [1.0]}, 0.01), 0.03) == []
+    assert fd.speed_tests({"samples": _speed_samples({"a": drift, "b": drift}, 0.01)}, 0.03)[0]["equivalent"]
