@@ -137,24 +137,17 @@ def arm_estimate(res: Results, model: str, task: str, setting: str, metric: str,
                  unit: str = "question") -> Estimate | None:
     """Mean over seeds and queries with a two-factor bootstrap 95% CI (queries clustered by `unit` when the
     files carry it); None while a seed's result is missing."""
+    from hybridfast.eval.compare import score_table
     from hybridfast.eval.significance import bootstrap_mean
 
     results = res.seed_results(model, task)
-    if results is None or setting not in results[0]["per_query"]:
+    if results is None or any(metric not in r["per_query"].get(setting, {}) for r in results):
         return None
-    blocks = [r["per_query"][setting] for r in results]
-    if any(metric not in block for block in blocks):
+    table = score_table([r["per_query"][setting] for r in results], metric)
+    if table is None or len(table[0]) < 2:
         return None
-    indexes = [{q: i for i, q in enumerate(block["ids"])} for block in blocks]
-    ids = [q for q in blocks[0]["ids"]
-           if all(q in index and block[metric][index[q]] is not None for block, index in zip(blocks, indexes, strict=True))]
-    if len(ids) < 2:
-        return None
-    matrix = np.array([[block[metric][index[q]] for q in ids] for block, index in zip(blocks, indexes, strict=True)],
-                      dtype=np.float64)
-    labels = blocks[0].get("clusters", {}).get(unit)
-    clusters = [labels[indexes[0][q]] for q in ids] if labels else None
-    test = bootstrap_mean(matrix, clusters, n_resamples=n_resamples)
+    _, matrix, clusters = table
+    test = bootstrap_mean(matrix, clusters.get(unit), n_resamples=n_resamples)
     per_seed = [r["metrics"].get(setting, {}).get(metric) for r in results]
     return Estimate(test.diff, test.ci_low, test.ci_high, len(results), per_seed)
 

@@ -81,10 +81,11 @@ def compare_results(
             continue
         metrics = [m for m in block_metrics(blocks[0]) if all(m in block for block in blocks)]
         for metric in metrics:
-            table = _paired_table(blocks, metric, len(runs_a))
+            table = score_table(blocks, metric)
             if table is None:
                 continue
-            ids, scores_a, scores_b, clusters = table
+            ids, scores, clusters = table
+            scores_a, scores_b = scores[: len(runs_a)], scores[len(runs_a):]
             if unit != "query" and unit not in clusters:
                 fallback.append(setting)
             row = _test_row(setting, metric, ids, scores_a, scores_b, clusters, unit, sensitivity_units,
@@ -140,9 +141,11 @@ def _as_list(results: Results, name: str) -> list[Mapping[str, Any]]:
     return runs
 
 
-def _paired_table(blocks: Sequence[Mapping[str, Any]], metric: str, n_a: int
-                  ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, list[str]]] | None:
-    """Query ids scored in every file, the [seeds, queries] matrices of A and B, and the cluster labels."""
+def score_table(blocks: Sequence[Mapping[str, Any]], metric: str
+                ) -> tuple[list[str], np.ndarray, dict[str, list[str]]] | None:
+    """One setting's `metric` across result files (one per-query block per file): the query ids scored in every
+    file, the [files, queries] score matrix, and each cluster level's labels of those queries (the files must agree
+    on them). None when no query is scored in every file."""
     indexes = [{query_id: i for i, query_id in enumerate(block["ids"])} for block in blocks]
     ids = [q for q in blocks[0]["ids"] if all(q in index for index in indexes)]
     ids = [q for q in ids if all(block[metric][index[q]] is not None for block, index in zip(blocks, indexes, strict=True))]
@@ -159,7 +162,7 @@ def _paired_table(blocks: Sequence[Mapping[str, Any]], metric: str, n_a: int
         if any(m != mapped[0] for m in mapped[1:]):
             raise HybridfastError(f"the result files disagree on the {level!r} cluster of some queries")
         clusters[level] = mapped[0]
-    return ids, matrix[:n_a], matrix[n_a:], clusters
+    return ids, matrix, clusters
 
 
 def _test_row(setting: str, metric: str, ids: list[str], scores_a: np.ndarray, scores_b: np.ndarray,
