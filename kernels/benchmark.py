@@ -199,6 +199,15 @@ def _chosen_configs() -> dict[str, str]:
             for name, kernel in (("forward", contrastive._forward_kernel), ("dS", contrastive._grad_scores_kernel))}
 
 
+def _rel_diffs(first: tuple[Any, ...], later: tuple[Any, ...]) -> dict[str, float]:
+    """Relative norm differences of (loss, dq, dp) of one call against another (or a reference), on the same inputs."""
+    diffs = {}
+    for name, a, b in zip(("loss", "dq", "dp"), first, later, strict=True):
+        a, b = a.detach().double(), b.detach().double()
+        diffs[name] = float((a - b).norm() / b.norm().clamp_min(1e-30))
+    return diffs
+
+
 def _check_against_float64(q: Any, p: Any, groups: Any, symmetric: bool) -> dict[str, Any]:
     """Relative errors of the triton loss and gradients against the naive backend in float64."""
     torch = _torch()
@@ -209,18 +218,9 @@ def _check_against_float64(q: Any, p: Any, groups: Any, symmetric: bool) -> dict
     q64 = q.detach().double().requires_grad_()
     p64 = p.detach().double().requires_grad_()
     ref = contrastive_loss(q64, p64, temperature=0.05, group_ids=groups, symmetric=symmetric, backend="naive")
-    refs = torch.autograd.grad(ref, (q64, p64))
-    errs = [float((g.double() - r).norm() / r.norm()) for g, r in zip(grads, refs, strict=True)]
-    loss_err = float((loss.double() - ref).abs() / ref.abs())
+    errs = _rel_diffs((loss, *grads), (ref, *torch.autograd.grad(ref, (q64, p64))))
     tol = 1e-4 if q.dtype == torch.float32 else 2e-2
-    return {"check": "pass" if max(errs + [loss_err]) <= tol else "FAIL",
-            "check_rel_err": {"loss": loss_err, "dq": errs[0], "dp": errs[1]}}
-
-
-def _rel_diffs(first: tuple[Any, ...], later: tuple[Any, ...]) -> dict[str, float]:
-    """Relative norm differences of (loss, dq, dp) between two calls on the same inputs."""
-    return {name: float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
-            for name, a, b in zip(("loss", "dq", "dp"), first, later, strict=True)}
+    return {"check": "pass" if max(errs.values()) <= tol else "FAIL", "check_rel_err": errs}
 
 
 def time_ms_graphed(step: Callable[[], tuple[Any, ...]], repeats: int) -> tuple[float, dict[str, float]]:

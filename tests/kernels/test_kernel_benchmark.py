@@ -146,3 +146,19 @@ def test_first_call_bookkeeping_sees_a_retune(forced_tuning) -> None:
     assert set(diffs) == {"loss", "dq", "dp"} and max(diffs.values()) <= 1e-6
     # float32 loss: 1.01 × loss is rounded, so the relative difference is 0.01/1.01 to float32 precision
     assert _rel_diffs(first, (first[0] * 1.01, *first[1:]))["loss"] == pytest.approx(0.01 / 1.01, rel=1e-5)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="runs the triton loss on the CPU")
+def test_float64_check_of_the_sweep_reports_each_relative_error() -> None:
+    """The sweep's check against float64 (CUDA-only in the sweep), here on the interpreter: fp32 loss and gradients
+    within 1e-5 of float64, one relative error per output."""
+    import torch
+
+    from hybridfast.kernels.benchmark import _check_against_float64
+
+    gen = torch.Generator().manual_seed(7)
+    q = torch.nn.functional.normalize(torch.randn(40, 24, generator=gen), dim=1).requires_grad_()
+    p = torch.nn.functional.normalize(torch.randn(56, 24, generator=gen), dim=1).requires_grad_()
+    result = _check_against_float64(q, p, None, True)
+    assert result["check"] == "pass" and set(result["check_rel_err"]) == {"loss", "dq", "dp"}
+    assert all(0 < err < 1e-5 for err in result["check_rel_err"].values()), result
