@@ -1,8 +1,8 @@
 """The report's plots (matplotlib, Agg backend): one function per figure, each writing one PNG.
 
 Every axis holds one metric scale: mAP-like scores (0–1) and rank distances (ranks) never share an axis.
-Error bars are the 95% confidence intervals the caller computed (seeds × questions bootstrap), not standard
-deviations.
+Error bars are the intervals the caller computed and names in the title: 95% confidence intervals (seeds ×
+questions bootstrap) for quality, ± one standard deviation over the repeats for cost.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-Interval = tuple[float, float, float] | None  # (estimate, CI low, CI high)
-Series = Mapping[str, Sequence[float | None]]
+Interval = tuple[float, float, float] | None  # (estimate, low, high)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -37,7 +36,7 @@ def _errors(points: Sequence[Interval]) -> tuple[np.ndarray, np.ndarray]:
 
 def interval_bars(path: Path, groups: Sequence[str], series: Mapping[str, Sequence[Interval]], *, title: str,
                   ylabel: str, width_per_group: float = 1.6) -> Path:
-    """Bars of each series (legend) side by side per group (x axis), with 95% CI error bars."""
+    """Bars of each series (legend) side by side per group (x axis), with error bars from low to high."""
     names = list(series)
     x = np.arange(len(groups))
     width = 0.8 / max(1, len(names))
@@ -88,24 +87,3 @@ def learning_curves(path: Path, curves: Mapping[str, Mapping[str, Sequence[float
     ax.legend(fontsize=8)
     return _save(fig, path)
 
-
-def grouped_bars(path: Path, groups: Sequence[str], means: Series, errors: Series | None, *, title: str,
-                 ylabel: str, width_per_group: float = 1.6) -> Path:
-    """Bars of each series side by side per group, with optional symmetric error bars (e.g. std over repeats)."""
-    names = list(means)
-    x = np.arange(len(groups))
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(max(5.0, width_per_group * len(groups) + 2.0), 3.8))
-    for i, name in enumerate(names):
-        values = np.array([np.nan if v is None else v for v in means[name]], dtype=float)
-        err = None
-        if errors is not None and name in errors:
-            err = np.array([0.0 if v is None else v for v in errors[name]], dtype=float)
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=3, label=name)
-    ax.set_xticks(x)
-    ax.set_xticklabels(groups)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(len(names), 3))
-    return _save(fig, path)

@@ -489,10 +489,10 @@ class Report:
                   table(["model", "metric", "lean ÷ baseline", "95% CI"], sp_rows), ""]
         for metric, lab in (("passages_per_s", "passages/s"), ("latency_p50_ms", "p50 latency (ms)")):
             groups = list(summary.get("lean", {}))
-            means = {path: [summary[path][m][metric]["mean"] for m in groups] for path in summary}
-            errs = {path: [summary[path][m][metric]["std"] for m in groups] for path in summary}
-            fig = figures.grouped_bars(self.figure(f"{metric}.png"), groups, means, errs,
-                                       title=f"{lab}, mean ± std over repeats — {device}", ylabel=lab)
+            series = {path: [(v["mean"], v["mean"] - v["std"], v["mean"] + v["std"])
+                             for v in (summary[path][m][metric] for m in groups)] for path in summary}
+            fig = figures.interval_bars(self.figure(f"{metric}.png"), groups, series,
+                                        title=f"{lab}, mean ± std over repeats — {device}", ylabel=lab)
             lines.append(self.link(fig, f"{lab} by model and path"))
         return lines + [""]
 
