@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curves import LareqaCurveHook, curve_articles  # noqa: E402
 from inference_cost import CostSettings, measure_inference_cost, sample_scifact  # noqa: E402
 from layout import TASKS, ZERO_SHOT, ResultsLayout, read_json, run_name, strategy_name, write_json  # noqa: E402
+from machine import cpu_name, load_average  # noqa: E402
 from timing import TimingSettings, measure_training_speed  # noqa: E402
 from training_data import (  # noqa: E402
     POSITIVES,
@@ -772,17 +773,12 @@ def hardware(device: str) -> dict[str, Any]:
     """CPU model and cores, memory, torch threads, GPU name when used."""
     import torch
 
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
     memory_gib = None
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():
         total = next((line for line in meminfo.read_text().splitlines() if line.startswith("MemTotal")), "")
         memory_gib = round(int(total.split()[1]) / 2**20, 1) if total else None
-    info = {"machine": platform.machine(), "system": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+    info = {"machine": platform.machine(), "system": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "memory_gib": memory_gib, "torch_threads": torch.get_num_threads(), "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -814,14 +810,6 @@ def _relative(path: Path | str) -> str:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
-
-
-def load_average() -> float | None:
-    """The machine's 1-minute load average (other jobs sharing the CPUs show here), None where unknown."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 def _utc(seconds: float) -> str:

@@ -24,7 +24,6 @@ average is recorded with every repeat.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu_name, load_average
 
 PATHS = ("lean", "baseline")
 MIN_TAIL_SAMPLES = 10
@@ -150,7 +150,7 @@ def measure_inference_cost(
     samples: list[dict[str, Any]] = []
     names = list(models)
     for repeat in range(settings.repeats):
-        load = _load_average()
+        load = load_average()
         order = names[repeat % len(names):] + names[: repeat % len(names)]
         paths = PATHS if repeat % 2 == 0 else PATHS[::-1]
         for name in order:
@@ -184,7 +184,7 @@ def measure_inference_cost(
     return {
         "settings": asdict(settings),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "texts": {"passages": len(passages), "queries": len(queries)},
         "models": info,
@@ -251,24 +251,6 @@ def speedup_tests(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                         float(np.exp(logs.mean())), "ci95": [float(np.exp(logs.mean() - half)),
                                                              float(np.exp(logs.mean() + half))]})
     return out
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def _cpu_name() -> str:
-    import platform
-
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:

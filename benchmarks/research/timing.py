@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from machine import load_average
 
 
 @dataclass
@@ -37,13 +38,6 @@ class TimingSettings:
     steps: int = 8
     warmup_steps: int = 2
     rounds: int = 2
-
-
-def _load() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 def measure_training_speed(
@@ -72,7 +66,7 @@ def measure_training_speed(
                                                output_dir=str(out_dir / f"{name}-round{round_index}"), resume="never")
             config.log = dataclasses.replace(config.log, log_every=1, save_every=0, eval_every=0, eval_hook="",
                                              keep_last=1)
-            load_before, started = _load(), time.time()
+            load_before, started = load_average(), time.time()
             result = train(config, data_dir=data_dir, show_progress=False)
             metrics = [json.loads(line) for line in result.metrics_file.read_text().splitlines() if line.strip()]
             logged = [m for m in metrics if "loss" in m]
@@ -84,7 +78,7 @@ def measure_training_speed(
                                 "step_s": batch / m["examples_per_s"], "tokens_per_s": m["tokens_per_s"],
                                 "examples_per_s": m["examples_per_s"]})
             rounds.append({"strategy": name, "round": round_index, "load_avg_start": load_before,
-                           "load_avg_end": _load(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                           "load_avg_end": load_average(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                            "wall_s": round(time.time() - started, 3), "mono_batches": logged[-1]["mono_batches"],
                            "cross_batches": logged[-1]["cross_batches"]})
             log(f"training speed: {name} round {round_index + 1}/{settings.rounds} (load {load_before})")
