@@ -76,15 +76,21 @@ def test_average_precision_matches_sklearn_on_random_runs_with_ties():
             assert ours[q] == pytest.approx(sklearn_metrics.average_precision_score(truth, scores[q]), abs=1e-12)
 
 
-def test_recall_and_ap_match_pytrec_eval_on_random_runs():
+def _random_run_and_trec(seed: int, candidates: int, max_relevant: int, measures: set[str]):
+    """30 queries' random scores over `candidates`, 1 to `max_relevant` - 1 relevant each, and pytrec_eval's
+    `measures` on them."""
     import pytrec_eval
 
-    rng = np.random.default_rng(1)
-    scores = rng.standard_normal((30, 200))
-    relevant = [rng.choice(200, size=rng.integers(1, 8), replace=False) for _ in range(30)]
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((30, candidates))
+    relevant = [rng.choice(candidates, size=rng.integers(1, max_relevant), replace=False) for _ in range(30)]
     qrels = {f"q{q}": {f"c{j}": 1 for j in relevant[q]} for q in range(30)}
-    run = {f"q{q}": {f"c{j}": float(scores[q, j]) for j in range(200)} for q in range(30)}
-    trec = pytrec_eval.RelevanceEvaluator(qrels, {"map", "recall.1", "recall.10"}).evaluate(run)
+    run = {f"q{q}": {f"c{j}": float(scores[q, j]) for j in range(candidates)} for q in range(30)}
+    return scores, relevant, pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+
+
+def test_recall_and_ap_match_pytrec_eval_on_random_runs():
+    scores, relevant, trec = _random_run_and_trec(1, 200, 8, {"map", "recall.1", "recall.10"})
     ranks = relevant_ranks(scores, relevant)
     ap, r1, r10 = average_precision(ranks), recall_at_k(ranks, 1), recall_at_k(ranks, 10)
     for q in range(30):
@@ -131,14 +137,7 @@ def test_multilingual_hit_at_1_on_a_hand_computed_pool():
 
 
 def test_hit_at_k_matches_pytrec_eval_success_without_ties():
-    import pytrec_eval
-
-    rng = np.random.default_rng(3)
-    scores = rng.standard_normal((30, 120))
-    relevant = [rng.choice(120, size=rng.integers(1, 12), replace=False) for _ in range(30)]
-    qrels = {f"q{q}": {f"c{j}": 1 for j in relevant[q]} for q in range(30)}
-    run = {f"q{q}": {f"c{j}": float(scores[q, j]) for j in range(120)} for q in range(30)}
-    trec = pytrec_eval.RelevanceEvaluator(qrels, {"success.1,5"}).evaluate(run)
+    scores, relevant, trec = _random_run_and_trec(3, 120, 12, {"success.1,5"})
     ranks = relevant_ranks(scores, relevant)
     for k in (1, 5):
         ours = hit_at_k(ranks, k)

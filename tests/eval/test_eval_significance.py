@@ -164,7 +164,7 @@ def test_holm_bonferroni_over_a_family():
     assert holm_bonferroni([0.01, 0.04, 0.03, 0.5]).tolist() == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert holm_bonferroni([0.6, 0.9]).tolist() == pytest.approx([1.0, 1.0])
     assert holm_bonferroni([]).size == 0
-    # A family of 25 (five endpoints x five comparisons): p = 0.004 alone survives (0.1 x ... ), 0.03 does not.
+    # A family of 25 (five endpoints x five comparisons): p = 0.001 survives (x 25 = 0.025), 0.03 does not (x 24).
     family = np.full(25, 0.5)
     family[[0, 7]] = [0.001, 0.03]
     adjusted = holm_bonferroni(family)
