@@ -11,8 +11,9 @@ in LAReQA's pool. `positives = "paragraph"` keeps `hybridfast train`'s XQuAD rec
 
 **Pruned vocabulary.** `hybridfast models prune-vocab` keeps only the pieces that the texts of every training and
 evaluation set use; those texts tokenize exactly as before (the pruning verifies it), so the pruned model *is* the
-zero-shot model on this experiment, with 82 % fewer parameters to update when embeddings are trained and a
-checkpoint small enough to carry to a GPU machine.
+zero-shot model on this experiment, with far fewer parameters to update when embeddings are trained (the embeddings
+are 82 % of multilingual-e5-small; the reduced run's pruning kept 73,949 of 250,037 rows, 117.5 M → 49.9 M
+parameters, `results/cpu-reduced/start_model.json`) and a checkpoint small enough to carry to a GPU machine.
 """
 
 from __future__ import annotations
