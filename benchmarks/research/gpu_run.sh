@@ -3,9 +3,9 @@
 #
 # 1. Here, on the CPU machine (once):
 #      bash benchmarks/research/gpu_run.sh pack
-#    writes runs/gpu-carry/part1 (54 MiB: the embedding shard), part2 (41 MiB: the other weights) and part3
-#    (31 MiB: config and tokenizer, XQuAD-R / SciFact / Tatoeba, the faiss-cpu and pytrec-eval-terrier wheels);
-#    each fits one call's 64 MiB with the repository. runs/ is git-ignored.
+#    writes runs/gpu-carry/part1 and part2 (48 MiB each: the two halves of the bf16 weights, the embedding matrix
+#    cut into row blocks) and part3 (32 MiB: config and tokenizer, XQuAD-R / SciFact / Tatoeba, the faiss-cpu and
+#    pytrec-eval-terrier wheels); each fits one call's 64 MiB with the repository. runs/ is git-ignored.
 # 2. Device calls (the machine keeps carried files between calls while it stays warm, 30 s after each: make the
 #    calls back to back):
 #      run(command="bash benchmarks/research/gpu_run.sh receive", carry=["runs/gpu-carry/part1"], timeout_s=120)
