@@ -32,6 +32,26 @@ def clustered_scores(n_clusters: int = 40, size: int = 11, effect: float = 0.02,
     return base, base + diff, labels
 
 
+def test_replicates_match_the_definition_draw_by_draw():
+    # Owen's pigeonhole bootstrap from its definition: draw K clusters and each system's seeds with replacement,
+    # take every query of every drawn cluster (as often as it was drawn), and recompute mean(B) - mean(A) on that
+    # data. Same generator and draw order as the implementation (clusters, B's seeds, A's seeds), so every
+    # replicate must agree, which checks the weighted cluster-sum formula the implementation uses instead.
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(1, 5, size=9)  # unequal clusters: the ratio form of the estimator matters
+    labels = [f"c{c}" for c, size in enumerate(sizes) for _ in range(size)]
+    a, b = rng.uniform(size=(3, len(labels))), rng.uniform(size=(2, len(labels)))
+    test = hierarchical_bootstrap(a, b, labels, n_resamples=300, seed=5)
+    draws = np.random.default_rng(5)
+    clusters, seeds_b, seeds_a = (draws.integers(0, k, size=(300, k)) for k in (9, 2, 3))
+    members = [np.flatnonzero(cluster_index(labels, len(labels)) == c) for c in range(9)]
+    for r in range(300):
+        queries = np.concatenate([members[c] for c in clusters[r]])
+        expected = b[seeds_b[r]][:, queries].mean() - a[seeds_a[r]][:, queries].mean()
+        assert test.replicates[r] == pytest.approx(expected, abs=1e-12)
+    assert test.diff == pytest.approx(b.mean() - a.mean())
+
+
 def test_clustering_changes_the_verdict():
     a, b, labels = clustered_scores()
     by_query = hierarchical_bootstrap(a, b, None, n_resamples=4_000, seed=1)
