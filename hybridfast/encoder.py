@@ -400,7 +400,6 @@ class FusedEncoder(nn.Module):
         batch_size: int | None = None,
         max_length: int | None = None,
         as_tensor: bool = False,
-        progress: Callable[[int], None] | None = None,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts as float32 [n, D] rows in input order; `prefix` selects query/passage prefixing.
@@ -410,8 +409,8 @@ class FusedEncoder(nn.Module):
         one runs; each chunk is sorted by length and batched by a token budget (`max_batch_tokens`,
         counting padding in padded batches; see `hybridfast.batching`; default
         :attr:`default_batch_tokens`), at most `batch_size` texts per batch when given. `max_length` overrides the
-        checkpoint's token limit. `progress` is called with the number of texts each finished
-        batch held, `on_batch` with (texts, real tokens) of each, for throughput displays. Returns
+        checkpoint's token limit. `on_batch` is called with (texts, real tokens) of each finished
+        batch, for progress and throughput displays. Returns
         numpy, or a CPU torch tensor with `as_tensor=True`.
         """
         if isinstance(texts, str):
@@ -437,8 +436,7 @@ class FusedEncoder(nn.Module):
                 token_ids = pending.result()
                 if following is not None:  # tokenized in the background while this chunk runs
                     pending = tokenizer_thread.submit(self._token_ids, following, prefix_text, limit)
-                embeddings, order = self._encode_planned(token_ids, max_batch_tokens, batch_size, packed, progress,
-                                                         on_batch=on_batch)
+                embeddings, order = self._encode_planned(token_ids, max_batch_tokens, batch_size, packed, on_batch)
                 parts.append(embeddings)
                 orders.append(order + start)
         out = self._scatter(parts, orders, len(texts))
@@ -450,8 +448,7 @@ class FusedEncoder(nn.Module):
         max_batch_tokens: int,
         batch_size: int | None,
         packed: bool,
-        progress: Callable[[int], None] | None,
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Run token-id rows through the planned batches: (float32 embeddings in plan order on the
         device, the row positions of that order)."""
@@ -461,8 +458,6 @@ class FusedEncoder(nn.Module):
         for batch in batches:
             rows = [token_ids[i] for i in batch]
             parts.append((self._encode_packed(rows) if packed else self._encode_padded(rows)).float())
-            if progress is not None:
-                progress(len(batch))
             if on_batch is not None:
                 on_batch(len(batch), int(lengths[batch].sum()))
         return torch.cat(parts), np.concatenate(batches)
@@ -483,7 +478,7 @@ class FusedEncoder(nn.Module):
         *,
         max_batch_tokens: int | None = None,
         batch_size: int | None = None,
-        progress: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Embed already-tokenized rows (e.g. the HTTP server's dynamic batches) as float32 [n, D] in input order.
 
@@ -495,7 +490,7 @@ class FusedEncoder(nn.Module):
         if max_batch_tokens is None:
             max_batch_tokens = self.default_batch_tokens
         packed = self._decide_packing()
-        embeddings, order = self._encode_planned(token_ids, max_batch_tokens, batch_size, packed, progress)
+        embeddings, order = self._encode_planned(token_ids, max_batch_tokens, batch_size, packed, on_batch)
         return self._scatter([embeddings], [order], len(token_ids)).numpy()
 
     def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray | torch.Tensor:

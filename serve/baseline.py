@@ -65,9 +65,10 @@ class UnfusedEncoder:
         *,
         batch_size: int = 32,
         max_length: int | None = None,
-        progress: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
-        """Float32 [n, D] embeddings, batches of `batch_size` texts taken in input order."""
+        """Float32 [n, D] embeddings, batches of `batch_size` texts taken in input order; `on_batch` is called with
+        (texts, real tokens) of each finished batch, as by `FusedEncoder.encode`."""
         if batch_size < 1:
             raise HybridfastError(f"batch_size must be at least 1, not {batch_size}")
         limit = max_length or self.config.length_limit(prefix)
@@ -81,8 +82,8 @@ class UnfusedEncoder:
             hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             pooled = masked_pool(hidden, mask, self.config.pooling, self.config.normalize)
             out.append(pooled.float().cpu().numpy())
-            if progress is not None:
-                progress(len(chunk))
+            if on_batch is not None:
+                on_batch(len(chunk), int(batch["attention_mask"].sum()))
         if not out:
             return np.zeros((0, int(self.model.config.hidden_size)), dtype=np.float32)
         return np.concatenate(out)

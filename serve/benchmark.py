@@ -137,7 +137,7 @@ class Variant:
     """A named encoder under test: `encode(texts, on_batch)` returns float32 [n, d]."""
 
     name: str
-    encode: Callable[[list[str], Callable[[int], None] | None], np.ndarray]
+    encode: Callable[[list[str], Callable[..., None] | None], np.ndarray]
     hook: Callable[[Callable[[], None]], Callable[[], None]] | None = None
     backend: str = ""
     breakdown: Callable[[list[str]], dict[str, Any]] | None = None
@@ -161,7 +161,7 @@ def latency_pass(variant: Variant, texts: list[str], device: Any) -> tuple[np.nd
     """One encode that synchronizes after every batch: (batch latencies in ms, peak memory bytes)."""
     stamps: list[float] = []
 
-    def on_batch(_: int = 0) -> None:
+    def on_batch(*_: int) -> None:
         _sync(device)
         stamps.append(time.perf_counter())
 
@@ -319,9 +319,9 @@ def _lean_variant(name: str, model_dir: str, device: Any, dtype: Any, config: Be
 
     encoder = FusedEncoder.from_pretrained(model_dir, device=device, dtype=dtype, **options)
 
-    def encode(texts: list[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
+    def encode(texts: list[str], on_batch: Callable[..., None] | None) -> np.ndarray:
         return encoder.encode_passages(
-            texts, max_batch_tokens=config.max_batch_tokens, max_length=config.max_length, progress=on_batch
+            texts, max_batch_tokens=config.max_batch_tokens, max_length=config.max_length, on_batch=on_batch
         )
 
     variant = Variant(name, encode)
@@ -341,9 +341,9 @@ def _unfused_variant(model_dir: str, device: Any, dtype: Any, config: BenchConfi
 
     encoder = UnfusedEncoder.from_pretrained(model_dir, device=device, dtype=dtype)
 
-    def encode(texts: list[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
+    def encode(texts: list[str], on_batch: Callable[..., None] | None) -> np.ndarray:
         return encoder.encode(texts, "passage", batch_size=config.batch_size, max_length=config.max_length,
-                              progress=on_batch)
+                              on_batch=on_batch)
 
     return Variant("unfused", encode, backend=f"HF AutoModel sdpa, batches of {config.batch_size} in input order")
 
@@ -372,7 +372,7 @@ def _st_variant(model_dir: str, device: Any, dtype: Any, config: BenchConfig) ->
         model.to(dtype)
     prefix = encoder_config.passage_prefix
 
-    def encode(texts: list[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
+    def encode(texts: list[str], on_batch: Callable[..., None] | None) -> np.ndarray:
         out = model.encode([prefix + t for t in texts], batch_size=config.batch_size, convert_to_numpy=False,
                            convert_to_tensor=True, show_progress_bar=False)
         return out.float().cpu().numpy()

@@ -67,7 +67,7 @@ def test_duplicates_batch_size_cap_and_tensor_output(lean, baseline_embeddings):
 
 def test_queries_use_query_prefix_and_progress_counts_every_text(lean, tiny_model_dir):
     seen: list[int] = []
-    queries = lean.encode_queries(TEXTS, progress=seen.append, max_batch_tokens=50)
+    queries = lean.encode_queries(TEXTS, on_batch=lambda texts, _tokens: seen.append(texts), max_batch_tokens=50)
     assert sum(seen) == len(TEXTS)
     reference = UnfusedEncoder.from_pretrained(tiny_model_dir).encode(TEXTS, "query")
     assert _min_cosine(queries, reference) >= 0.9999
@@ -84,10 +84,10 @@ def test_max_length_override_truncates(lean, tiny_model_dir):
 def test_default_token_budget_depends_on_device(lean):
     assert lean.default_batch_tokens == 2048  # CPU: batches that stay in cache
     seen: list[int] = []
-    lean.encode_passages(["word " * 100] * 40, max_length=60, progress=seen.append)
+    lean.encode_passages(["word " * 100] * 40, max_length=60, on_batch=lambda texts, _tokens: seen.append(texts))
     assert seen == [34, 6]  # 60-token texts: 34 fit in 2048 tokens
     seen.clear()
-    lean.encode_passages(["word " * 100] * 40, max_length=60, progress=seen.append, max_batch_tokens=16384)
+    lean.encode_passages(["word " * 100] * 40, max_length=60, on_batch=lambda texts, _tokens: seen.append(texts), max_batch_tokens=16384)
     assert seen == [40]
 
 
@@ -141,7 +141,7 @@ def test_several_tokenize_chunks_keep_input_order(tiny_model_dir, baseline_embed
     monkeypatch.setattr(encoder_module, "_TOKENIZE_CHUNK", 5)
     encoder = FusedEncoder.from_pretrained(tiny_model_dir, device="cpu", padding_free=padding_free)
     seen: list[int] = []
-    out = encoder.encode_passages(TEXTS, max_batch_tokens=60, progress=seen.append)
+    out = encoder.encode_passages(TEXTS, max_batch_tokens=60, on_batch=lambda texts, _tokens: seen.append(texts))
     assert len(encoder_module._chunk_bounds(len(TEXTS))) >= 3
     assert sum(seen) == len(TEXTS)
     assert _min_cosine(out, baseline_embeddings) >= 0.9999
