@@ -183,12 +183,9 @@ def started_server(model: str, serve_args: Sequence[str], log_path: Path) -> Ite
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from hybridfast.benchmarking import cpu_name
+
+    cpu = cpu_name()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": cpu, "cores": cores, "load_average_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg")
             else None, "python": platform.python_version(), "platform": platform.platform()}

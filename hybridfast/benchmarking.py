@@ -133,6 +133,17 @@ def synchronize(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else what `platform` knows."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return cpu
+
+
 def environment(device: Any) -> dict[str, Any]:
     """Hardware and software versions for the result file."""
     import torch
@@ -140,14 +151,8 @@ def environment(device: Any) -> dict[str, Any]:
 
     import hybridfast
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     env: dict[str, Any] = {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "load_average_1_5_15_min": list(os.getloadavg()),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
