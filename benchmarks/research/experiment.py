@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curves import LareqaCurveHook, curve_articles  # noqa: E402
 from inference_cost import CostSettings, measure_inference_cost, sample_scifact  # noqa: E402
 from layout import TASKS, ZERO_SHOT, ResultsLayout, read_json, run_name, strategy_name, write_json  # noqa: E402
-from machine import cpu_name, load_average  # noqa: E402
+from machine import load_average  # noqa: E402
 from timing import TimingSettings, measure_training_speed  # noqa: E402
 from training_data import (  # noqa: E402
     POSITIVES,
@@ -69,6 +69,8 @@ from training_data import (  # noqa: E402
     sentence_in_context_records,
     write_jsonl,
 )
+
+from hybridfast.benchmarking import cpu_name  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The XQuAD training languages under their Tatoeba (ISO 639-3) names: Tatoeba languages outside this map

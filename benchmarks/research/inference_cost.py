@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import cpu_name, load_average
+from machine import load_average
+
+from hybridfast.benchmarking import cpu_name
 
 PATHS = ("lean", "baseline")
 MIN_TAIL_SAMPLES = 10
