@@ -43,19 +43,11 @@ nvidia-smi || true
 python -c "import sys, torch, triton, transformers; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name()); print('triton', triton.__version__, 'transformers', transformers.__version__)"
 python -c "import sentence_transformers as s; print('sentence-transformers', s.__version__)" || true
 
-# hybridfast is not installed there. Try an editable install (no network needed); if the package does not
-# import from a neutral directory afterwards, build a shim package: hybridfast/* plus kernels, train, serve
-# linked in as hybridfast.kernels / .train / .serve (the setuptools package-dir mapping).
+# hybridfast is not installed there (benchmarks/gpu_package.sh); run from a neutral folder, so that the
+# repository's kernels/, train/ and serve/ folders never shadow the package.
+. "$REPO/benchmarks/gpu_package.sh"
+hybridfast_importable "$REPO" "import hybridfast.kernels"
 RUN_DIR="$(mktemp -d)"
-pip install --no-deps --no-build-isolation -q -e "$REPO" || true
-if ! (cd "$RUN_DIR" && python -c "import hybridfast.kernels"); then
-  mkdir -p "$RUN_DIR/hybridfast"
-  for entry in "$REPO"/hybridfast/*; do ln -sf "$entry" "$RUN_DIR/hybridfast/"; done
-  ln -sf "$REPO/kernels" "$RUN_DIR/hybridfast/kernels"
-  ln -sf "$REPO/train" "$RUN_DIR/hybridfast/train"
-  ln -sf "$REPO/serve" "$RUN_DIR/hybridfast/serve"
-  export PYTHONPATH="$RUN_DIR${PYTHONPATH:+:$PYTHONPATH}"
-fi
 cd "$RUN_DIR"
 python -c "import hybridfast.kernels as k; print('hybridfast.kernels from', k.__path__)"
 # e5's tokenizer (HYBRIDFAST_HOME layout) and the datasets, carried in .gpu_carry/ (benchmarks/gpu_prepare.sh).

@@ -15,7 +15,7 @@ from hybridfast.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = [ROOT / "benchmarks" / "gpu_check.sh", ROOT / "benchmarks" / "gpu_prepare.sh",
-           ROOT / "benchmarks" / "research" / "gpu_run.sh"]
+           ROOT / "benchmarks" / "gpu_package.sh", ROOT / "benchmarks" / "research" / "gpu_run.sh"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)

@@ -62,17 +62,9 @@ run)
   nvidia-smi || true
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "$CARRY"/part3/wheels/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" || exit 1
-  # hybridfast is not installed there: an editable install, or else a shim package (as benchmarks/gpu_check.sh).
-  pip install --no-deps --no-build-isolation -q -e "$REPO" || true
-  if ! (cd /tmp && python3 -c "import hybridfast.train, hybridfast.eval.compare, faiss, pytrec_eval"); then
-    SHIM="$(mktemp -d)"
-    mkdir -p "$SHIM/hybridfast"
-    for entry in "$REPO"/hybridfast/*; do ln -sf "$entry" "$SHIM/hybridfast/"; done
-    ln -sf "$REPO/kernels" "$SHIM/hybridfast/kernels"
-    ln -sf "$REPO/train" "$SHIM/hybridfast/train"
-    ln -sf "$REPO/serve" "$SHIM/hybridfast/serve"
-    export PYTHONPATH="$SHIM:$PYTHONPATH"
-  fi
+  # hybridfast is not installed there: an editable install, or else a shim package (benchmarks/gpu_package.sh).
+  . "$REPO/benchmarks/gpu_package.sh"
+  hybridfast_importable "$REPO" "import hybridfast.train, hybridfast.eval.compare, faiss, pytrec_eval"
   python3 -c "import torch, hybridfast, faiss, pytrec_eval; print('torch', torch.__version__, torch.cuda.get_device_name(), 'hybridfast from', hybridfast.__file__)" || exit 1
   test -f "$CARRY/model/model.safetensors" || python3 benchmarks/research/gpu_carry.py assemble --parts "$CARRY" --out "$CARRY/model" || exit 1
   export HYBRIDFAST_DATA="$CARRY/part3/data"
