@@ -69,6 +69,7 @@ def test_zero2_two_processes_match_one_process(tmp_path: Path, nodrop_st_model_d
     assert len(compared) == len(expected) - 2
     for name in compared:
         assert (got[name].float() - expected[name].float()).abs().max() < 1e-5, name
+    # The runs trained: the weights moved 1,000x further than the tolerance.
     initial = _weights(nodrop_st_model_dir)
-    assert (expected["encoder.layer.0.attention.self.query.weight"]
-            - initial["encoder.layer.0.attention.self.query.weight"]).abs().max() > 1e-4
+    moved = max((expected[name].float() - initial[name].float()).abs().max() for name in compared)
+    assert moved > 1e-2
